@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One target per layer; lower layers never import higher ones:
+//   CLibvirt -> Libvirt -> Lab -> Runner -> Report -> miglab
+//                         Scenario ----^
+let package = Package(
+    name: "miglab",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "miglab", targets: ["miglab"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C bindings
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        .target(name: "CSystem"),
+
+        // Swift layers
+        .target(name: "Libvirt", dependencies: ["CLibvirt"]),
+        // The guest side (init script, memory workload) ships as resources: the workload runs
+        // inside arbitrary guest images, so it is a small static C program that `miglab image
+        // build` compiles with the system C compiler (SwiftPM links every executable it builds
+        // against the Swift runtime, which a guest does not have).
+        .target(name: "Lab", dependencies: [
+            "Libvirt", "CSystem",
+            .product(name: "Logging", package: "swift-log"),
+        ], resources: [.copy("Guest")]),
+        .target(name: "Scenario", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "Runner", dependencies: [
+            "Libvirt", "Lab", "Scenario",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Report", dependencies: ["Runner", "Scenario"]),
+        .executableTarget(name: "miglab", dependencies: [
+            "Libvirt", "Lab", "Scenario", "Runner", "Report",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
+        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Runner", "Lab", "Scenario", "Report", "Libvirt"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,97 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// What the runner asks for when it defines a test guest; `xml()` renders libvirt's domain XML
+/// with Foundation's XML tree (never by pasting strings), so values are always escaped.
+public struct DomainDefinition: Sendable, Equatable {
+    public var name: String
+    public var memoryMiB: Int
+    public var vcpus: Int
+    public var image: GuestImage
+    public var kernelArguments: [String]
+    /// QEMU binary (`<emulator>`).
+    public var emulator: String
+    /// The serial console is logged to this file on the host (append mode, so the source and
+    /// the destination QEMU write one continuous file on a shared filesystem).
+    public var consoleLog: String
+    /// Network devices: (model, PCIe) pairs; q35 puts each PCIe device behind a root port.
+    public var nics: [NIC]
+
+    public struct NIC: Sendable, Equatable {
+        public var model: String
+        public var mac: String
+        public init(model: String, mac: String) {
+            self.model = model
+            self.mac = mac
+        }
+    }
+
+    public init(name: String, memoryMiB: Int, vcpus: Int, image: GuestImage, kernelArguments: [String],
+                emulator: String, consoleLog: String, nics: [NIC] = []) {
+        self.name = name
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.image = image
+        self.kernelArguments = kernelArguments
+        self.emulator = emulator
+        self.consoleLog = consoleLog
+        self.nics = nics
+    }
+
+    public func xml() -> String {
+        // type='qemu' is TCG: this machine's /dev/kvm cannot run ordinary guests.
+        let domain = XMLElement(name: "domain")
+        domain.addAttribute(attr("type", "qemu"))
+        domain.addChild(XMLElement(name: "name", stringValue: name))
+        domain.addChild(el("memory", memoryMiB.description, ["unit": "MiB"]))
+        domain.addChild(el("vcpu", vcpus.description))
+        let os = XMLElement(name: "os")
+        os.addChild(el("type", "hvm", ["arch": "x86_64", "machine": "q35"]))
+        os.addChild(XMLElement(name: "kernel", stringValue: image.kernel))
+        os.addChild(XMLElement(name: "initrd", stringValue: image.initrd))
+        os.addChild(XMLElement(name: "cmdline", stringValue: kernelArguments.joined(separator: " ")))
+        domain.addChild(os)
+        let features = XMLElement(name: "features")
+        features.addChild(XMLElement(name: "acpi"))
+        domain.addChild(features)
+        domain.addChild(el("cpu", nil, ["mode": "maximum", "migratable": "on"]))
+        domain.addChild(el("clock", nil, ["offset": "utc"]))
+        // A guest that stops must stay stopped: the verdict is read from the state.
+        for event in ["on_poweroff", "on_reboot", "on_crash"] {
+            domain.addChild(XMLElement(name: event, stringValue: "destroy"))
+        }
+        let devices = XMLElement(name: "devices")
+        devices.addChild(XMLElement(name: "emulator", stringValue: emulator))
+        for nic in nics {
+            let iface = el("interface", nil, ["type": "user"])
+            iface.addChild(el("mac", nil, ["address": nic.mac]))
+            iface.addChild(el("model", nil, ["type": nic.model]))
+            devices.addChild(iface)
+        }
+        let serial = el("serial", nil, ["type": "pty"])
+        serial.addChild(el("log", nil, ["file": consoleLog, "append": "on"]))
+        serial.addChild(el("target", nil, ["port": "0"]))
+        devices.addChild(serial)
+        let console = el("console", nil, ["type": "pty"])
+        console.addChild(el("target", nil, ["type": "serial", "port": "0"]))
+        devices.addChild(console)
+        let channel = el("channel", nil, ["type": "unix"])
+        channel.addChild(el("target", nil, ["type": "virtio", "name": "org.qemu.guest_agent.0"]))
+        devices.addChild(channel)
+        devices.addChild(el("memballoon", nil, ["model": "none"]))
+        domain.addChild(devices)
+        return XMLDocument(rootElement: domain).xmlString(options: [.nodePrettyPrint])
+    }
+
+    private func el(_ name: String, _ value: String?, _ attributes: KeyValuePairs<String, String> = [:]) -> XMLElement {
+        let e = value.map { XMLElement(name: name, stringValue: $0) } ?? XMLElement(name: name)
+        for (k, v) in attributes { e.addAttribute(attr(k, v)) }
+        return e
+    }
+
+    private func attr(_ name: String, _ value: String) -> XMLNode {
+        XMLNode.attribute(withName: name, stringValue: value) as! XMLNode
+    }
+}

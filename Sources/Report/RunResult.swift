@@ -1,0 +1,227 @@
+import Foundation
+import Runner
+
+/// The results of a run, computed from its journal alone (`RunResult(journal:)`), so the same
+/// report comes out of a live run and of `miglab report DIR` on a killed run's journal.
+public struct RunResult: Codable, Sendable, Equatable {
+    public var outcome: String
+    public var startedAt: String?
+    public var durationSeconds: Double
+    public var scenarios: [ScenarioResult]
+
+    enum CodingKeys: String, CodingKey {
+        case outcome, scenarios
+        case startedAt = "started_at"
+        case durationSeconds = "duration_s"
+    }
+}
+
+public struct ScenarioResult: Codable, Sendable, Equatable {
+    public var name: String
+    public var file: String?
+    /// passed | failed | error
+    public var outcome: String
+    public var message: String?
+    public var durationSeconds: Double
+    public var migrations: [MigrationResult]
+    public var verifications: [VerificationRecord]
+    public var expectations: [ExpectationRecord]
+    public var timing: Timing
+
+    enum CodingKeys: String, CodingKey {
+        case name, file, outcome, message, migrations, verifications, expectations, timing
+        case durationSeconds = "duration_s"
+    }
+}
+
+public struct MigrationResult: Codable, Sendable, Equatable {
+    public var from: String
+    public var to: String
+    public var outcome: String
+    public var stats: MigrationStats
+    public var wallSeconds: Double
+    public var error: MigrationError?
+
+    public struct MigrationError: Codable, Sendable, Equatable {
+        public var code: Int32?
+        public var domain: Int32?
+        public var message: String
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case from, to, outcome, stats, error
+        case wallSeconds = "wall_s"
+    }
+}
+
+/// Where a scenario's wall time went. `overhead_s` is the rest: runner work and libvirt's
+/// own time around the migrations (prepare, source clean-up) that the job statistics omit.
+public struct Timing: Codable, Sendable, Equatable {
+    public var labSetupSeconds: Double = 0
+    public var bootSeconds: Double = 0
+    public var migrationSeconds: Double = 0
+    public var verificationSeconds: Double = 0
+    public var overheadSeconds: Double = 0
+    public var overheadFraction: Double = 0
+
+    enum CodingKeys: String, CodingKey {
+        case labSetupSeconds = "lab_setup_s"
+        case bootSeconds = "boot_s"
+        case migrationSeconds = "migration_s"
+        case verificationSeconds = "verification_s"
+        case overheadSeconds = "overhead_s"
+        case overheadFraction = "overhead_fraction"
+    }
+}
+
+extension RunResult {
+    public init(journal events: [JournalEvent]) {
+        var scenarios: [ScenarioResult] = []
+        var open: [String: Int] = [:]   // scenario name -> index of its latest start
+        var starts: [Int: Double] = [:]
+        var end: JournalEvent?
+        for e in events {
+            switch e.kind {
+            case .scenarioStarted:
+                let name = e.scenario ?? "?"
+                scenarios.append(ScenarioResult(name: name, file: e.file, outcome: "error",
+                                                message: "the run ended before this scenario finished",
+                                                durationSeconds: 0, migrations: [], verifications: [], expectations: [],
+                                                timing: Timing()))
+                open[name] = scenarios.count - 1
+                starts[scenarios.count - 1] = e.t
+            case .phase:
+                guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
+                if e.phase == "lab_setup" { scenarios[i].timing.labSetupSeconds += e.durationSeconds ?? 0 }
+            case .stepFinished:
+                guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
+                switch e.phase {
+                case "boot": scenarios[i].timing.bootSeconds += e.durationSeconds ?? 0
+                case "verification": scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
+                default: break
+                }
+            case .migrationFinished:
+                guard let i = e.scenario.flatMap({ open[$0] }), let m = e.migration else { continue }
+                scenarios[i].migrations.append(MigrationResult(
+                    from: m.from, to: m.to, outcome: m.outcome, stats: m.stats, wallSeconds: m.wallSeconds,
+                    error: m.errorMessage.map { .init(code: m.errorCode, domain: m.errorDomain, message: $0) }))
+                scenarios[i].timing.migrationSeconds += Double(m.stats.timeElapsedMs ?? 0) / 1000
+            case .verification:
+                guard let i = e.scenario.flatMap({ open[$0] }), let v = e.verification else { continue }
+                scenarios[i].verifications.append(v)
+            case .scenarioFinished:
+                guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
+                scenarios[i].outcome = e.outcome ?? "error"
+                scenarios[i].message = e.message
+                scenarios[i].expectations = e.expectations ?? []
+                scenarios[i].durationSeconds = e.durationSeconds ?? (e.t - (starts[i] ?? e.t))
+                open[e.scenario!] = nil
+            case .runFinished:
+                end = e
+            default:
+                break
+            }
+        }
+        // A scenario the run never finished: its duration is what the journal saw of it.
+        let lastT = events.last?.t ?? 0
+        for (name, i) in open {
+            _ = name
+            scenarios[i].durationSeconds = lastT - (starts[i] ?? lastT)
+        }
+        for i in scenarios.indices {
+            var t = scenarios[i].timing
+            let wall = scenarios[i].durationSeconds
+            t.overheadSeconds = max(0, wall - t.labSetupSeconds - t.bootSeconds - t.migrationSeconds - t.verificationSeconds)
+            t.overheadFraction = wall > 0 ? t.overheadSeconds / wall : 0
+            func r(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+            t.labSetupSeconds = r(t.labSetupSeconds); t.bootSeconds = r(t.bootSeconds)
+            t.migrationSeconds = r(t.migrationSeconds); t.verificationSeconds = r(t.verificationSeconds)
+            t.overheadSeconds = r(t.overheadSeconds); t.overheadFraction = (t.overheadFraction * 10000).rounded() / 10000
+            scenarios[i].timing = t
+            scenarios[i].durationSeconds = r(wall)
+        }
+        let finished = end != nil
+        let allPassed = !scenarios.isEmpty && scenarios.allSatisfy { $0.outcome == "passed" }
+        outcome = !finished ? "incomplete" : (end?.outcome == "interrupted" ? "interrupted" : (allPassed ? "passed" : "failed"))
+        startedAt = events.first?.wallclock
+        durationSeconds = (lastT * 1000).rounded() / 1000
+        self.scenarios = scenarios
+    }
+
+    public func json() throws -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try enc.encode(self)
+    }
+
+    /// JUnit XML: one testsuite, one testcase per scenario.
+    public func junit() -> String {
+        func esc(_ s: String) -> String {
+            var o = ""
+            for ch in s.unicodeScalars {
+                switch ch {
+                case "&": o += "&amp;"
+                case "<": o += "&lt;"
+                case ">": o += "&gt;"
+                case "\"": o += "&quot;"
+                case "'": o += "&apos;"
+                default:
+                    // XML 1.0 forbids most control characters; guest output may contain them.
+                    if ch.value < 0x20 && ch != "\n" && ch != "\t" && ch != "\r" { o += "?" } else { o.unicodeScalars.append(ch) }
+                }
+            }
+            return o
+        }
+        let failures = scenarios.filter { $0.outcome == "failed" }.count
+        let errors = scenarios.filter { $0.outcome != "passed" && $0.outcome != "failed" }.count
+        var x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        x += "<testsuites name=\"miglab\" tests=\"\(scenarios.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
+        x += "  <testsuite name=\"miglab\" tests=\"\(scenarios.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
+        for s in scenarios {
+            x += "    <testcase classname=\"miglab\" name=\"\(esc(s.name))\" file=\"\(esc(s.file ?? ""))\" time=\"\(s.durationSeconds)\""
+            let summary = summaryLines(s).joined(separator: "\n")
+            switch s.outcome {
+            case "passed":
+                x += ">\n      <system-out>\(esc(summary))</system-out>\n    </testcase>\n"
+            case "failed":
+                let why = s.expectations.filter { $0.verdict == "fail" }.map { "\($0.what): expected \($0.expected), observed \($0.observed)" }
+                let msg = why.isEmpty ? (s.message ?? "failed") : why.joined(separator: "; ")
+                x += ">\n      <failure message=\"\(esc(msg))\">\(esc(summary))</failure>\n    </testcase>\n"
+            default:
+                x += ">\n      <error message=\"\(esc(s.message ?? s.outcome))\">\(esc(summary))</error>\n    </testcase>\n"
+            }
+        }
+        x += "  </testsuite>\n</testsuites>\n"
+        return x
+    }
+
+    func summaryLines(_ s: ScenarioResult) -> [String] {
+        var lines: [String] = []
+        for (i, m) in s.migrations.enumerated() {
+            lines.append("migration \(i + 1) \(m.from)->\(m.to): \(m.outcome), \(m.stats.timeElapsedMs ?? 0) ms, downtime \(m.stats.downtimeMs ?? 0) ms, \(m.stats.dataTotalBytes ?? 0) bytes, \(m.stats.memoryIterations ?? 0) iterations" + (m.error.map { " (\($0.message))" } ?? ""))
+        }
+        for v in s.verifications {
+            lines.append("verify \(v.kind) on \(v.host ?? "?"): \(v.verdict)" + (v.detail.map { ", \($0)" } ?? ""))
+        }
+        return lines
+    }
+
+    /// The human summary printed at the end of a run.
+    public func text() -> String {
+        var out: [String] = []
+        for s in scenarios {
+            let mark = s.outcome == "passed" ? "PASS" : (s.outcome == "failed" ? "FAIL" : "ERROR")
+            out.append("\(mark)  \(s.name)  \(String(format: "%.1f", s.durationSeconds)) s" + (s.message.map { "  (\($0))" } ?? ""))
+            for l in summaryLines(s) { out.append("      \(l)") }
+            for e in s.expectations where e.verdict == "fail" {
+                out.append("      expected \(e.what) \(e.expected), observed \(e.observed)")
+            }
+            let t = s.timing
+            out.append(String(format: "      time: lab set-up %.1f s, boot %.1f s, migration %.1f s, verification %.1f s, overhead %.1f s (%.1f%%)",
+                              t.labSetupSeconds, t.bootSeconds, t.migrationSeconds, t.verificationSeconds, t.overheadSeconds, t.overheadFraction * 100))
+        }
+        let passed = scenarios.filter { $0.outcome == "passed" }.count
+        out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome) in \(String(format: "%.1f", durationSeconds)) s")
+        return out.joined(separator: "\n")
+    }
+}

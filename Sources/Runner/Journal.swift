@@ -1,0 +1,275 @@
+import Foundation
+import Libvirt
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One line of the run journal: every step start and end, migration progress sample,
+/// verification and error is an event. Reports are functions of the journal alone, so a run
+/// that was killed still yields a report of what finished.
+public struct JournalEvent: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        case runStarted = "run_started"
+        case scenarioStarted = "scenario_started"
+        case phase                       // a timed stretch: lab set-up, tear-down
+        case stepStarted = "step_started"
+        case stepFinished = "step_finished"
+        case migrationProgress = "migration_progress"
+        case migrationFinished = "migration_finished"
+        case verification
+        case scenarioFinished = "scenario_finished"
+        case runFinished = "run_finished"
+        case note
+        case error
+    }
+
+    public var seq: Int = 0
+    /// Seconds since the run started (monotonic clock).
+    public var t: Double = 0
+    public var wallclock: String = ""
+    public var kind: Kind
+    public var scenario: String?
+    public var file: String?
+    public var step: Int?
+    public var stepKind: String?
+    /// Timing category of a phase or step: lab_setup, boot, migration, verification.
+    public var phase: String?
+    public var durationSeconds: Double?
+    /// passed | failed | error (steps, scenarios, run); completed | failed | aborted (migrations).
+    public var outcome: String?
+    public var message: String?
+    public var migration: MigrationRecord?
+    public var progress: MigrationStats?
+    public var verification: VerificationRecord?
+    public var expectations: [ExpectationRecord]?
+    public var details: [String: String]?
+
+    public init(kind: Kind, scenario: String? = nil) {
+        self.kind = kind
+        self.scenario = scenario
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case seq, t, wallclock, kind, scenario, file, step, phase, outcome, message, migration, progress, verification,
+             expectations, details
+        case stepKind = "step_kind"
+        case durationSeconds = "duration_s"
+    }
+}
+
+/// The figures of a migration job miglab reports (libvirt's units).
+public struct MigrationStats: Codable, Sendable, Equatable {
+    public var timeElapsedMs: UInt64?
+    public var downtimeMs: UInt64?
+    public var setupTimeMs: UInt64?
+    public var dataTotalBytes: UInt64?
+    public var dataProcessedBytes: UInt64?
+    public var dataRemainingBytes: UInt64?
+    public var memoryIterations: UInt64?
+    public var memoryDirtyRatePagesPerSecond: UInt64?
+    public var memoryBytesPerSecond: UInt64?
+
+    public init() {}
+
+    public init(_ s: JobStats) {
+        timeElapsedMs = s.timeElapsedMs
+        downtimeMs = s.downtimeMs
+        setupTimeMs = s.setupTimeMs
+        dataTotalBytes = s.dataTotalBytes
+        dataProcessedBytes = s.dataProcessedBytes
+        dataRemainingBytes = s.dataRemainingBytes
+        memoryIterations = s.memoryIterations
+        memoryDirtyRatePagesPerSecond = s.memoryDirtyRatePagesPerSecond
+        memoryBytesPerSecond = s.memoryBytesPerSecond
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case timeElapsedMs = "time_elapsed_ms"
+        case downtimeMs = "downtime_ms"
+        case setupTimeMs = "setup_time_ms"
+        case dataTotalBytes = "data_total_bytes"
+        case dataProcessedBytes = "data_processed_bytes"
+        case dataRemainingBytes = "data_remaining_bytes"
+        case memoryIterations = "memory_iterations"
+        case memoryDirtyRatePagesPerSecond = "memory_dirty_rate_pages_s"
+        case memoryBytesPerSecond = "memory_bps"
+    }
+}
+
+public struct MigrationRecord: Codable, Sendable, Equatable {
+    public var from: String
+    public var to: String
+    /// completed | failed | aborted
+    public var outcome: String
+    public var stats: MigrationStats
+    /// Wall time of the whole libvirt call, seconds.
+    public var wallSeconds: Double
+    public var errorCode: Int32?
+    public var errorDomain: Int32?
+    public var errorMessage: String?
+
+    public init(from: String, to: String, outcome: String, stats: MigrationStats, wallSeconds: Double,
+                errorCode: Int32? = nil, errorDomain: Int32? = nil, errorMessage: String? = nil) {
+        self.from = from
+        self.to = to
+        self.outcome = outcome
+        self.stats = stats
+        self.wallSeconds = wallSeconds
+        self.errorCode = errorCode
+        self.errorDomain = errorDomain
+        self.errorMessage = errorMessage
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case from, to, outcome, stats
+        case wallSeconds = "wall_s"
+        case errorCode = "error_code"
+        case errorDomain = "error_domain"
+        case errorMessage = "error_message"
+    }
+}
+
+public struct VerificationRecord: Codable, Sendable, Equatable {
+    /// memory | console
+    public var kind: String
+    /// pass | fail
+    public var verdict: String
+    public var host: String?
+    public var pagesChecked: Int?
+    public var badPages: Int?
+    public var firstBadPages: [String]?
+    /// The guest ran (the workload's counter advanced) before the full check.
+    public var guestRunning: Bool?
+    /// Errors the workload found itself, from inside the guest.
+    public var guestReportedErrors: UInt64?
+    public var findings: [String]?
+    public var detail: String?
+
+    public init(kind: String, verdict: String) {
+        self.kind = kind
+        self.verdict = verdict
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case kind, verdict, host, findings, detail
+        case pagesChecked = "pages_checked"
+        case badPages = "bad_pages"
+        case firstBadPages = "first_bad_pages"
+        case guestRunning = "guest_running"
+        case guestReportedErrors = "guest_reported_errors"
+    }
+}
+
+public struct ExpectationRecord: Codable, Sendable, Equatable {
+    public var what: String
+    public var expected: String
+    public var observed: String
+    /// pass | fail
+    public var verdict: String
+    public init(what: String, expected: String, observed: String) {
+        self.what = what
+        self.expected = expected
+        self.observed = observed
+        self.verdict = expected == observed ? "pass" : "fail"
+    }
+}
+
+/// Appends events to `journal.jsonl`, one JSON object per line, each written with its own
+/// write(2) as it happens: nothing is buffered in the process, so a killed runner loses nothing.
+public final class Journal: @unchecked Sendable {
+    public let path: String
+    private let fd: Int32
+    private let lock = NSLock()
+    private var seq = 0
+    private let start = ContinuousClock.now
+    private let encoder: JSONEncoder
+    private let formatter = ISO8601DateFormatter()
+    private var observers: [@Sendable (JournalEvent) -> Void] = []
+
+    public init(path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw RunnerError.io("cannot open the journal \(path): \(String(cString: strerror(errno)))")
+        }
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    }
+
+    deinit { close(fd) }
+
+    /// Seconds since the journal was opened.
+    public var elapsed: Double { (ContinuousClock.now - start).seconds }
+
+    /// Called for every event after it was written (live progress, tests).
+    public func observe(_ f: @escaping @Sendable (JournalEvent) -> Void) {
+        lock.withLock { observers.append(f) }
+    }
+
+    @discardableResult
+    public func record(_ event: JournalEvent) -> JournalEvent {
+        var e = event
+        let obs: [@Sendable (JournalEvent) -> Void] = lock.withLock {
+            seq += 1
+            e.seq = seq
+            e.t = (elapsed * 1000).rounded() / 1000
+            e.wallclock = formatter.string(from: Date())
+            if var line = try? encoder.encode(e) {
+                line.append(0x0A)
+                line.withUnsafeBytes { raw in
+                    var off = 0
+                    while off < raw.count {
+                        let n = write(fd, raw.baseAddress! + off, raw.count - off)
+                        if n <= 0 { if errno == EINTR { continue }; break }
+                        off += n
+                    }
+                }
+            }
+            return observers
+        }
+        for o in obs { o(e) }
+        return e
+    }
+
+    /// Reads a journal back. A torn last line (the runner died mid-write) is skipped;
+    /// any other bad line is an error naming the line.
+    public static func read(path: String) throws -> [JournalEvent] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RunnerError.io("cannot read the journal \(path)")
+        }
+        let lines = data.split(separator: 0x0A, omittingEmptySubsequences: false)
+        var events: [JournalEvent] = []
+        let decoder = JSONDecoder()
+        let endsWithNewline = data.last == 0x0A
+        for (i, line) in lines.enumerated() where !line.isEmpty {
+            do {
+                events.append(try decoder.decode(JournalEvent.self, from: Data(line)))
+            } catch {
+                if i == lines.count - 1 && !endsWithNewline { continue } // torn last line
+                throw RunnerError.io("\(path):\(i + 1): not a journal event (\(error)); the journal is damaged")
+            }
+        }
+        return events
+    }
+}
+
+public enum RunnerError: Error, CustomStringConvertible, Sendable {
+    case io(String)
+    case step(String)
+    case timeout(String)
+
+    public var description: String {
+        switch self {
+        case let .io(s), let .step(s): return s
+        case let .timeout(s): return "timed out: \(s)"
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import Lab
+import Libvirt
+import Logging
+import Scenario
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct RunConfiguration: Sendable {
+    public var artifactsDirectory: String
+    public var qemuBinary: String
+    public var liveProgress: Bool
+
+    public init(artifactsDirectory: String, qemuBinary: String = "/usr/bin/qemu-system-x86_64", liveProgress: Bool = false) {
+        self.artifactsDirectory = artifactsDirectory
+        self.qemuBinary = qemuBinary
+        self.liveProgress = liveProgress
+    }
+
+    func scenarioArtifacts(_ name: String) -> String {
+        let dir = "\(artifactsDirectory)/\(name)"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}
+
+/// Where the hosts come from: the built-in lab (brought up when needed, taken down after the
+/// run when the run brought it up) or, later, a hardware lab file.
+public protocol LabProvider: Sendable {
+    /// Makes the lab ready and connects to it.
+    func prepare() async throws -> LabEnvironment
+    /// Undoes what `prepare` started. Called once, also after a failure or an interrupt.
+    func finish() async
+    var description: String { get }
+}
+
+public final class BuiltinLabProvider: LabProvider, @unchecked Sendable {
+    let lab: BuiltinLab
+    let allowOldQEMU: Bool
+    let keepUp: Bool
+    private var broughtUp = false
+    private var runLock: FileLock?
+
+    public init(lab: BuiltinLab = BuiltinLab(), allowOldQEMU: Bool = false, keepUp: Bool = false) {
+        self.lab = lab
+        self.allowOldQEMU = allowOldQEMU
+        self.keepUp = keepUp
+    }
+
+    public var description: String { "built-in lab (\(lab.root))" }
+
+    public func prepare() async throws -> LabEnvironment {
+        let status = await lab.status()
+        let wasUp = status.isUp
+        try await lab.up(allowOldQEMU: allowOldQEMU)
+        broughtUp = !wasUp
+        // One run at a time drives the built-in lab; a crashed run's lock goes with its process.
+        try FileManager.default.createDirectory(atPath: lab.root, withIntermediateDirectories: true)
+        runLock = try FileLock(path: "\(lab.root)/run.lock")
+        return try await lab.environment()
+    }
+
+    public func finish() async {
+        runLock?.unlock()
+        runLock = nil
+        if broughtUp && !keepUp { try? await lab.down() }
+    }
+}
+
+/// Runs scenarios one after the other and journals the run; the results are built from the
+/// journal by the Report layer.
+public final class RunController: @unchecked Sendable {
+    public let journal: Journal
+    let config: RunConfiguration
+    let provider: LabProvider
+    let imageBuilder: GuestImageBuilder
+    let logger: Logger
+    let progress: ProgressLine
+
+    public init(config: RunConfiguration, provider: LabProvider, imageBuilder: GuestImageBuilder = GuestImageBuilder(),
+                logger: Logger = Logger(label: "miglab.run")) throws {
+        try FileManager.default.createDirectory(atPath: config.artifactsDirectory, withIntermediateDirectories: true)
+        self.journal = try Journal(path: "\(config.artifactsDirectory)/journal.jsonl")
+        self.config = config
+        self.provider = provider
+        self.imageBuilder = imageBuilder
+        self.logger = logger
+        self.progress = ProgressLine(enabled: config.liveProgress)
+    }
+
+    /// Runs every scenario; returns true when all passed. Cancellation (Ctrl-C, SIGTERM) stops
+    /// the current scenario, tears it down and ends the run as interrupted.
+    public func run(_ scenarios: [Scenario]) async -> Bool {
+        var start = JournalEvent(kind: .runStarted)
+        start.message = "\(scenarios.count) scenario(s) on the \(provider.description)"
+        start.details = ["artifacts": config.artifactsDirectory, "miglab_pid": "\(getpid())"]
+        journal.record(start)
+        var lab: LabEnvironment?
+        var image: GuestImage?
+        var allPassed = true
+        var interrupted = false
+        for scenario in scenarios {
+            if Task.isCancelled { interrupted = true; break }
+            var started = JournalEvent(kind: .scenarioStarted, scenario: scenario.name)
+            started.file = scenario.file
+            started.message = scenario.description
+            journal.record(started)
+            let outcome = await runOne(scenario, lab: &lab, image: &image)
+            if outcome != "passed" { allPassed = false }
+            if Task.isCancelled { interrupted = true; break }
+        }
+        // Tear-down of the lab is part of the run; it runs even when interrupted.
+        await provider.finish()
+        var end = JournalEvent(kind: .runFinished)
+        end.outcome = interrupted ? "interrupted" : (allPassed ? "passed" : "failed")
+        journal.record(end)
+        return allPassed && !interrupted
+    }
+
+    func runOne(_ scenario: Scenario, lab: inout LabEnvironment?, image: inout GuestImage?) async -> String {
+        let t0 = ContinuousClock.now
+        var exec: ScenarioExecution?
+        var outcome = "error"
+        var message: String?
+        do {
+            if lab == nil {
+                progress.show("[\(scenario.name)] preparing the \(provider.description)")
+                lab = try await provider.prepare()
+            }
+            if image == nil {
+                progress.show("[\(scenario.name)] guest image")
+                image = try imageBuilder.build()
+            }
+            _ = config.scenarioArtifacts(scenario.name)
+            let e = ScenarioExecution(scenario: scenario, lab: lab!, image: image!, journal: journal, config: config,
+                                      logger: logger, progress: progress)
+            exec = e
+            try await e.setUp()
+            phase("lab_setup", scenario, since: t0, message: "lab ready, guest defined")
+            do {
+                try await e.runSteps()
+                let exp = e.expectations()
+                outcome = exp.allSatisfy { $0.verdict == "pass" } && !exp.isEmpty ? "passed" : "failed"
+                if exp.isEmpty { message = "the scenario checked nothing (no migration, no verification)" }
+            } catch is CancellationError {
+                message = "interrupted"
+            } catch {
+                message = "\(error)"
+            }
+        } catch is CancellationError {
+            message = "interrupted"
+        } catch {
+            message = "\(error)"
+        }
+        if let exec {
+            let td = ContinuousClock.now
+            progress.show("[\(scenario.name)] tear-down")
+            await exec.tearDown()
+            phase("lab_setup", scenario, since: td, message: "guest removed, logs kept")
+        }
+        progress.clear()
+        var fin = JournalEvent(kind: .scenarioFinished, scenario: scenario.name)
+        fin.outcome = outcome
+        fin.message = message
+        fin.expectations = exec?.expectations()
+        fin.durationSeconds = (ContinuousClock.now - t0).seconds
+        journal.record(fin)
+        return outcome
+    }
+
+    func phase(_ name: String, _ scenario: Scenario, since t0: ContinuousClock.Instant, message: String) {
+        var e = JournalEvent(kind: .phase, scenario: scenario.name)
+        e.phase = name
+        e.durationSeconds = (ContinuousClock.now - t0).seconds
+        e.message = message
+        journal.record(e)
+    }
+}
+
+/// The live line on a terminal: one line, rewritten in place, showing the current step and
+/// the migration's progress from the job statistics.
+public final class ProgressLine: @unchecked Sendable {
+    let enabled: Bool
+    private let lock = NSLock()
+    private var shown = false
+
+    public init(enabled: Bool) { self.enabled = enabled }
+
+    func show(_ text: String) {
+        guard enabled else { return }
+        lock.withLock {
+            let line = "\r\u{1B}[2K" + String(text.prefix(160))
+            FileHandle.standardError.write(Data(line.utf8))
+            shown = true
+        }
+    }
+
+    func clear() {
+        guard enabled else { return }
+        lock.withLock {
+            if shown { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
+            shown = false
+        }
+    }
+
+    static func describe(_ s: JobStats) -> String {
+        func mib(_ v: UInt64?) -> String { v.map { String(format: "%.1f MiB", Double($0) / 1_048_576) } ?? "?" }
+        var parts = ["iteration \(s.memoryIterations ?? 0)",
+                     "processed \(mib(s.dataProcessedBytes))",
+                     "remaining \(mib(s.dataRemainingBytes))"]
+        if let bps = s.memoryBytesPerSecond { parts.append(String(format: "%.0f MiB/s", Double(bps) / 1_048_576)) }
+        if let t = s.timeElapsedMs { parts.append(String(format: "%.1f s", Double(t) / 1000)) }
+        return parts.joined(separator: "  ")
+    }
+}

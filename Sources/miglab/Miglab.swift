@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import Lab
+import Libvirt
+import Logging
+
+@main
+struct Miglab: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "miglab",
+        abstract: "Live-migration test lab for VMs with passthrough PCI devices.",
+        subcommands: [RunCommand.self, ValidateCommand.self, ReportCommand.self, LabCommand.self, ImageCommand.self]
+    )
+}
+
+/// Logging to stderr; --verbose for debug.
+func bootstrapLogging(verbose: Bool) {
+    LoggingSystem.bootstrap { label in
+        var h = StreamLogHandler.standardError(label: label)
+        h.logLevel = verbose ? .debug : .info
+        return h
+    }
+}
+
+struct LabCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lab",
+        abstract: "The built-in two-host lab on this machine.",
+        subcommands: [Up.self, Down.self, Status.self, HostSupervisorCommand.self]
+    )
+
+    struct Up: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Bring the built-in lab up (idempotent).")
+        @Flag(help: "Run on a QEMU older than 10 (QEMU 7.2 loses guest memory under TCG: results are not trustworthy).")
+        var allowOldQemu = false
+        func run() async throws {
+            bootstrapLogging(verbose: false)
+            let lab = BuiltinLab()
+            let started = try await lab.up(allowOldQEMU: allowOldQemu)
+            print(started ? "built-in lab up" : "built-in lab already up")
+            printStatus(await lab.status())
+        }
+    }
+
+    struct Down: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove everything the built-in lab made, leftovers of crashed runs included.")
+        func run() async throws {
+            bootstrapLogging(verbose: false)
+            try await BuiltinLab().down()
+            print("built-in lab down")
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List what the built-in lab runs.")
+        @Flag(help: "Print JSON.") var json = false
+        func run() async throws {
+            let s = await BuiltinLab().status()
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(s), as: UTF8.self))
+            } else {
+                printStatus(s)
+            }
+        }
+    }
+
+    /// Started by `lab up` inside a host's network namespace; not for users.
+    struct HostSupervisorCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "host-supervisor", shouldDisplay: false)
+        @Option var hostDir: String
+        func run() throws { HostSupervisor.run(hostDirectory: hostDir) }
+    }
+}
+
+func printStatus(_ s: BuiltinLab.Status) {
+    print("lab folder: \(s.root)")
+    print("QEMU: \(s.qemu ?? "not found")")
+    for h in s.hosts {
+        let daemon = h.daemonRunning ? "libvirtd running (supervisor pid \(h.supervisorPid ?? 0))" : (h.supervisorPid != nil ? "supervisor alive, libvirtd not answering" : "no daemon")
+        print("host \(h.name): namespace \(h.namespace ? "present" : "absent"), \(daemon), \(h.controlURI)")
+        if !h.qemuProcesses.isEmpty { print("  QEMU processes: \(h.qemuProcesses.map(String.init).joined(separator: " "))") }
+        for d in h.domains { print("  domain \(d)") }
+    }
+}
+
+struct ImageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image", abstract: "The guest image.", subcommands: [Build.self])
+
+    struct Build: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Build (or find in the cache) the guest kernel and initramfs.")
+        @Flag(help: "Rebuild even when the cache has the image.") var force = false
+        func run() async throws {
+            bootstrapLogging(verbose: false)
+            let image = try GuestImageBuilder().build(force: force)
+            print("kernel \(image.kernel) (\(image.kernelVersion))")
+            print("initrd \(image.initrd)")
+            print("hash   \(image.hash)")
+        }
+    }
+}

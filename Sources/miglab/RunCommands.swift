@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import Lab
+import Logging
+import Report
+import Runner
+import Scenario
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Exit codes: 0 all scenarios passed, 1 a scenario failed or errored, 2 bad input,
+/// 130 interrupted.
+enum ExitStatus {
+    static let failed: Int32 = 1
+    static let badInput: Int32 = 2
+    static let interrupted: Int32 = 130
+}
+
+/// Expands folders to the .yaml/.yml files in them, sorted; files stay as given.
+func scenarioFiles(_ paths: [String]) throws -> [String] {
+    var out: [String] = []
+    for p in paths {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
+            throw ValidationError("\(p): no such file or folder")
+        }
+        if isDir.boolValue {
+            let e = FileManager.default.enumerator(atPath: p)
+            var found: [String] = []
+            while let f = e?.nextObject() as? String {
+                if f.hasSuffix(".yaml") || f.hasSuffix(".yml") { found.append("\(p)/\(f)") }
+            }
+            out += found.sorted()
+        } else {
+            out.append(p)
+        }
+    }
+    return out
+}
+
+/// Parses every file; prints every diagnostic; nil when any file is bad.
+func parseScenarios(_ files: [String]) -> [Scenario]? {
+    var scenarios: [Scenario] = []
+    var ok = true
+    for f in files {
+        do {
+            scenarios.append(try ScenarioParser().parse(file: f))
+        } catch {
+            ok = false
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+        }
+    }
+    return ok ? scenarios : nil
+}
+
+struct ValidateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate", abstract: "Check scenario files against the scenario format.")
+    @Argument(help: "Scenario files or folders.") var paths: [String]
+
+    func run() throws {
+        let files = try scenarioFiles(paths)
+        guard let scenarios = parseScenarios(files) else { throw ExitCode(ExitStatus.badInput) }
+        for s in scenarios { print("\(s.file): ok (\(s.name), \(s.flattenedSteps.count) steps)") }
+    }
+}
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run scenarios; with no --lab on the built-in lab, brought up when needed.")
+    @Argument(help: "Scenario files or folders.") var paths: [String]
+    @Option(help: "Lab file naming hardware hosts (not supported yet: the built-in lab is used without it).") var lab: String?
+    @Option(help: "Write the JSON result here.") var json: String?
+    @Option(help: "Write JUnit XML here.") var junit: String?
+    @Option(help: "Folder for the journal, logs and guest console (default: artifacts/<time>).") var artifacts: String?
+    @Flag(help: "Leave the built-in lab up after the run when the run brought it up.") var keepLab = false
+    @Flag(help: "Run on a QEMU older than 10 (results are not trustworthy).") var allowOldQemu = false
+    @Flag(help: "Debug logging.") var verbose = false
+
+    func run() async throws {
+        bootstrapLogging(verbose: verbose)
+        let files = try scenarioFiles(paths)
+        guard let scenarios = parseScenarios(files) else { throw ExitCode(ExitStatus.badInput) }
+        if let lab {
+            FileHandle.standardError.write(Data("\(lab): lab files for hardware nodes are not supported by this miglab yet; run without --lab to use the built-in lab\n".utf8))
+            throw ExitCode(ExitStatus.badInput)
+        }
+        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
+                                                formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime])
+        let dir = artifacts ?? "artifacts/\(stamp.replacingOccurrences(of: ":", with: ""))"
+        let config = RunConfiguration(artifactsDirectory: dir, liveProgress: isatty(2) == 1)
+        let controller = try RunController(config: config,
+                                           provider: BuiltinLabProvider(allowOldQEMU: allowOldQemu, keepUp: keepLab))
+        print("miglab: journal \(controller.journal.path)")
+        let task = Task { await controller.run(scenarios) }
+        let signals = [SIGINT, SIGTERM, SIGHUP].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig)
+            s.setEventHandler {
+                FileHandle.standardError.write(Data("\nmiglab: signal \(sig): stopping, cleaning up\n".utf8))
+                task.cancel()
+            }
+            s.resume()
+            return s
+        }
+        let passed = await task.value
+        signals.forEach { $0.cancel() }
+        let result = RunResult(journal: try Journal.read(path: controller.journal.path))
+        try writeReports(result, dir: dir, json: json, junit: junit)
+        print(result.text())
+        if result.outcome == "interrupted" { throw ExitCode(ExitStatus.interrupted) }
+        if !passed { throw ExitCode(ExitStatus.failed) }
+    }
+}
+
+func writeReports(_ result: RunResult, dir: String, json: String?, junit: String?) throws {
+    let data = try result.json()
+    try data.write(to: URL(fileURLWithPath: "\(dir)/results.json"))
+    try result.junit().write(toFile: "\(dir)/junit.xml", atomically: true, encoding: .utf8)
+    if let json { try data.write(to: URL(fileURLWithPath: json)) }
+    if let junit { try result.junit().write(toFile: junit, atomically: true, encoding: .utf8) }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Rebuild results.json and junit.xml from a run's journal (also of a killed run).")
+    @Argument(help: "The run's artifacts folder (holding journal.jsonl).") var directory: String
+    @Option(help: "Also write the JSON result here.") var json: String?
+    @Option(help: "Also write JUnit XML here.") var junit: String?
+
+    func run() throws {
+        let events: [JournalEvent]
+        do {
+            events = try Journal.read(path: "\(directory)/journal.jsonl")
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(ExitStatus.badInput)
+        }
+        let result = RunResult(journal: events)
+        try writeReports(result, dir: directory, json: json, junit: junit)
+        print(result.text())
+        if result.outcome != "passed" { throw ExitCode(ExitStatus.failed) }
+    }
+}
