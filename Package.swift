@@ -4,6 +4,7 @@ import PackageDescription
 // One target per layer; lower layers never import higher ones:
 //   CLibvirt -> Libvirt -> Lab -> Runner -> Report -> miglab
 //                         Scenario ----^
+//   CVFIO -> VFIO -> Qualification ----------------------^
 let package = Package(
     name: "miglab",
     platforms: [.macOS(.v15)],
@@ -19,6 +20,8 @@ let package = Package(
         // C bindings
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         .target(name: "CSystem"),
+        // linux/vfio.h plus the newer constants Debian 12's headers lack.
+        .target(name: "CVFIO"),
 
         // Swift layers
         .target(name: "Libvirt", dependencies: ["CLibvirt"]),
@@ -30,6 +33,11 @@ let package = Package(
             "Libvirt", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ], resources: [.copy("Guest")]),
+        // Devices: the VFIO migration uAPI (state machine model, real ioctl backend,
+        // reference device, DMA logging, virtio device context).
+        .target(name: "VFIO", dependencies: ["CVFIO"]),
+        // Device qualification: conformance checks run against a VFIO device.
+        .target(name: "Qualification", dependencies: ["VFIO"]),
         .target(name: "Scenario", dependencies: [
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -39,7 +47,7 @@ let package = Package(
         ]),
         .target(name: "Report", dependencies: ["Runner", "Scenario"]),
         .executableTarget(name: "miglab", dependencies: [
-            "Libvirt", "Lab", "Scenario", "Runner", "Report",
+            "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -48,6 +56,8 @@ let package = Package(
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),
+        .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CVFIO"]),
+        .testTarget(name: "QualificationTests", dependencies: ["Qualification", "VFIO"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Runner", "Lab", "Scenario", "Report", "Libvirt"]),
     ],
     swiftLanguageModes: [.v6]
