@@ -5,6 +5,7 @@ import PackageDescription
 //   CLibvirt -> Libvirt -> Lab -> Runner -> Report -> miglab
 //                         Scenario ----^
 //   CVFIO -> VFIO -> Qualification ----------------------^
+//   CPCI  -> PCI (+ VFIO, Libvirt) ----------------------^
 let package = Package(
     name: "miglab",
     platforms: [.macOS(.v15)],
@@ -20,6 +21,7 @@ let package = Package(
         // C bindings
         .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
         .target(name: "CSystem"),
+        .systemLibrary(name: "CPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // linux/vfio.h plus the newer constants Debian 12's headers lack.
         .target(name: "CVFIO"),
 
@@ -36,6 +38,8 @@ let package = Package(
         // Devices: the VFIO migration uAPI (state machine model, real ioctl backend,
         // reference device, DMA logging, virtio device context).
         .target(name: "VFIO", dependencies: ["CVFIO"]),
+        // Devices: PCI inventory through libpci and sysfs (local) or libvirt node devices (remote).
+        .target(name: "PCI", dependencies: ["CPCI", "CVFIO", "VFIO", "Libvirt"]),
         // Device qualification: conformance checks run against a VFIO device.
         .target(name: "Qualification", dependencies: ["VFIO"]),
         .target(name: "Scenario", dependencies: [
@@ -47,7 +51,7 @@ let package = Package(
         ]),
         .target(name: "Report", dependencies: ["Runner", "Scenario"]),
         .executableTarget(name: "miglab", dependencies: [
-            "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification",
+            "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification", "PCI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -56,6 +60,7 @@ let package = Package(
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),
+        .testTarget(name: "PCITests", dependencies: ["PCI", "Libvirt"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CVFIO"]),
         .testTarget(name: "QualificationTests", dependencies: ["Qualification", "VFIO"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Runner", "Lab", "Scenario", "Report", "Libvirt"]),
