@@ -57,6 +57,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),

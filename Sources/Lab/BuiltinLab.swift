@@ -85,6 +85,17 @@ public struct BuiltinLab: Sendable {
         return try Self.parseQEMUVersion(out)
     }
 
+    /// Refuses a QEMU older than `minimumQEMUMajor` unless `allowOld` (a deliberate choice,
+    /// e.g. to reproduce the QEMU 7.2 memory loss). Returns the version found.
+    @discardableResult
+    public func checkQEMU(allowOld: Bool) throws -> String {
+        let v = try qemuVersion()
+        if v.major < Self.minimumQEMUMajor && !allowOld {
+            throw LabError.qemuTooOld(binary: qemuBinary, version: v.text)
+        }
+        return v.text
+    }
+
     static func parseQEMUVersion(_ text: String) throws -> (major: Int, minor: Int, micro: Int, text: String) {
         // "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"
         guard let r = text.range(of: #"version (\d+)\.(\d+)(?:\.(\d+))?"#, options: .regularExpression) else {
@@ -103,10 +114,7 @@ public struct BuiltinLab: Sendable {
     @discardableResult
     public func up(allowOldQEMU: Bool = false) async throws -> Bool {
         guard getuid() == 0 else { throw LabError.notRoot }
-        let v = try qemuVersion()
-        if v.major < Self.minimumQEMUMajor && !allowOldQEMU {
-            throw LabError.qemuTooOld(binary: qemuBinary, version: v.text)
-        }
+        try checkQEMU(allowOld: allowOldQEMU)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let lock = try FileLock(path: "\(root)/lab.lock")
         defer { lock.unlock() }
@@ -338,8 +346,11 @@ public struct BuiltinLab: Sendable {
         }
     }
 
+    /// The miglab executable that runs `lab host-supervisor`: this process's own binary, or
+    /// MIGLAB_EXECUTABLE when the lab is driven from another program (tests).
     func selfExecutable() throws -> String {
-        try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        if let e = ProcessInfo.processInfo.environment["MIGLAB_EXECUTABLE"] { return e }
+        return try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
     }
 }
 

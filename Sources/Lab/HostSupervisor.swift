@@ -43,9 +43,22 @@ public enum HostSupervisor {
 
         let argv = ["/usr/sbin/libvirtd", "--listen", "--config", "/etc/libvirt/libvirtd.conf",
                     "--pid-file", "/run/libvirt/libvirtd.pid"]
+        // This process runs on Swift's and Dispatch's threads, which block most signals, and a
+        // child inherits the caller's signal mask: without a clean mask libvirtd would never
+        // see the SIGTERM that stops it.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attr, &all)
         var pid: pid_t = 0
         let cargs = argv.map { strdup($0) } + [nil]
-        let rc = posix_spawn(&pid, argv[0], nil, nil, cargs, environ)
+        let rc = posix_spawn(&pid, argv[0], nil, &attr, cargs, environ)
+        posix_spawnattr_destroy(&attr)
         guard rc == 0 else { fail("posix_spawn libvirtd: \(String(cString: strerror(rc)))") }
         daemonPid.store(pid, ordering: .relaxed)
         FileHandle.standardError.write(Data("miglab host supervisor: libvirtd pid \(pid) under \(dir)\n".utf8))

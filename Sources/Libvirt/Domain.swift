@@ -66,9 +66,9 @@ public final class Domain: @unchecked Sendable {
     }
 
     /// `virDomainUndefineFlags`, also removing managed-save images and snapshots metadata.
+    /// (miglab's guests boot their kernel directly and have no NVRAM to remove.)
     public func undefine() throws {
         let flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE.rawValue | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue
-            | VIR_DOMAIN_UNDEFINE_NVRAM.rawValue
         guard virDomainUndefineFlags(raw, flags) == 0 else { throw LibvirtError.last("virDomainUndefineFlags(\(name))") }
     }
 

@@ -19,13 +19,17 @@ public struct LibvirtError: Error, Sendable, Equatable, CustomStringConvertible 
     }
 
     /// The last error libvirt recorded on this thread (libvirt keeps errors thread-local),
-    /// so call it on the thread that made the failing call.
-    static func last(_ operation: String) -> LibvirtError {
+    /// so call it on the thread that made the failing call, right after it.
+    /// `operation` is evaluated only after the error was read: every public libvirt call
+    /// (even virDomainGetName, used to name the domain) resets the thread's last error.
+    static func last(_ operation: @autoclosure () -> String) -> LibvirtError {
         guard let err = virGetLastError() else {
-            return LibvirtError(code: -1, domain: 0, message: "\(operation) failed without a libvirt error", operation: operation)
+            let op = operation()
+            return LibvirtError(code: -1, domain: 0, message: "\(op) failed without a libvirt error", operation: op)
         }
+        let code = err.pointee.code, domain = err.pointee.domain
         let message = err.pointee.message.map { String(cString: $0) } ?? "unknown error"
-        return LibvirtError(code: err.pointee.code, domain: err.pointee.domain, message: message, operation: operation)
+        return LibvirtError(code: code, domain: domain, message: message, operation: operation())
     }
 
     public var description: String { "\(operation): \(message) (libvirt error \(code), domain \(domain))" }

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+
+/// End-to-end: the `miglab` executable runs the smoke scenario on the real built-in lab (two
+/// libvirt daemons in two network namespaces, QEMU 10 under TCG) and its JSON result shows two
+/// completed migrations and intact memory. Needs root and ci/setup's packages; set
+/// MIGLAB_SKIP_INTEGRATION=1 to skip on a machine without them (CI never sets it).
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["MIGLAB_SKIP_INTEGRATION"] != "1"))
+struct SmokeOnBuiltinLabTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// The miglab executable built next to this test bundle.
+    static var miglab: String {
+        if let e = ProcessInfo.processInfo.environment["MIGLAB_EXECUTABLE"] { return e }
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("miglab").path
+    }
+
+    static func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: miglab)
+        p.arguments = args
+        p.currentDirectoryURL = URL(fileURLWithPath: root)
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func smokePassesWithTwoMigrationsAndIntactMemory() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.miglab), "build miglab first (swift build)")
+        let dir = NSTemporaryDirectory() + "miglab-smoke-\(UUID().uuidString)"
+        let r = try Self.run(["run", "scenarios/smoke.yaml", "--artifacts", dir, "--json", dir + "-results.json"])
+        #expect(r.status == 0, "miglab run failed:\n\(r.out)\n\(r.err)")
+        let data = try #require(FileManager.default.contents(atPath: dir + "-results.json"))
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(json["outcome"] as? String == "passed")
+        let s = try #require((json["scenarios"] as? [[String: Any]])?.first)
+        #expect(s["name"] as? String == "smoke")
+        #expect(s["outcome"] as? String == "passed")
+        let migrations = try #require(s["migrations"] as? [[String: Any]])
+        #expect(migrations.count == 2)
+        for m in migrations {
+            #expect(m["outcome"] as? String == "completed")
+            let stats = try #require(m["stats"] as? [String: Any])
+            #expect((stats["data_total_bytes"] as? Int ?? 0) > 0)
+            #expect((stats["downtime_ms"] as? Int ?? 0) > 0)
+            #expect((stats["time_elapsed_ms"] as? Int ?? 0) > 0)
+        }
+        #expect(migrations.map { "\($0["from"]!)->\($0["to"]!)" } == ["a->b", "b->a"])
+        let memory = try #require(s["verifications"] as? [[String: Any]]).filter { $0["kind"] as? String == "memory" }
+        #expect(memory.count == 2)
+        for v in memory {
+            #expect(v["verdict"] as? String == "pass")
+            #expect((v["pages_checked"] as? Int ?? 0) >= 16384)
+            #expect(v["bad_pages"] as? Int == 0)
+        }
+        // The journal was written as the run went, and `miglab report` rebuilds the same result.
+        let report = try Self.run(["report", dir, "--json", dir + "-rebuilt.json"])
+        #expect(report.status == 0, "\(report.err)")
+        let rebuilt = try #require(FileManager.default.contents(atPath: dir + "-rebuilt.json"))
+        #expect(rebuilt == data)
+        // Artifacts: both hosts' QEMU logs and the guest console.
+        for f in ["journal.jsonl", "junit.xml", "smoke/console.log", "smoke/qemu-a.log", "smoke/qemu-b.log", "smoke/domain.xml"] {
+            #expect(FileManager.default.fileExists(atPath: "\(dir)/\(f)"), "missing artifact \(f)")
+        }
+        // Nothing of the run is left on the lab.
+        let status = try Self.run(["lab", "status"])
+        #expect(!status.out.contains("domain miglab-smoke"))
+    }
+
+    @Test func validateReportsFileLineAndNeverCrashes() throws {
+        let bad = NSTemporaryDirectory() + "bad-\(UUID().uuidString).yaml"
+        try "name: x\nsteps:\n  - boot: {on: a, colour: red}\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let r = try Self.run(["validate", bad, "scenarios/smoke.yaml"])
+        #expect(r.status == 2)
+        #expect(r.err.contains("\(bad):3:"))
+        #expect(r.err.contains("colour"))
+        let binary = NSTemporaryDirectory() + "bin-\(UUID().uuidString).yaml"
+        try Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7919) }).write(to: URL(fileURLWithPath: binary))
+        let r2 = try Self.run(["validate", binary])
+        #expect(r2.status == 2, "\(r2.err)")
+        let ok = try Self.run(["validate", "scenarios"])
+        #expect(ok.status == 0, "\(ok.err)")
+    }
+}

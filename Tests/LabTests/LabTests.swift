@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+@testable import Lab
+
+struct QEMUGateTests {
+    func fakeQEMU(_ version: String) throws -> String {
+        let path = NSTemporaryDirectory() + "fake-qemu-\(UUID().uuidString)"
+        try "#!/bin/sh\necho 'QEMU emulator version \(version) (Debian)'\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+        return path
+    }
+
+    @Test func refusesQEMU72() throws {
+        let lab = BuiltinLab(root: "/nonexistent", qemuBinary: try fakeQEMU("7.2.22"))
+        #expect {
+            try lab.checkQEMU(allowOld: false)
+        } throws: { error in
+            "\(error)".contains("QEMU 7.2.22") && "\(error)".contains("--allow-old-qemu")
+        }
+        // ...unless told to, on purpose.
+        #expect(try lab.checkQEMU(allowOld: true) == "7.2.22")
+    }
+
+    @Test func acceptsQEMU10() throws {
+        #expect(try BuiltinLab(root: "/nonexistent", qemuBinary: try fakeQEMU("10.0.2")).checkQEMU(allowOld: false) == "10.0.2")
+    }
+
+    @Test func missingQEMUIsAClearError() {
+        #expect(throws: BuiltinLab.LabError.self) { try BuiltinLab(root: "/x", qemuBinary: "/nonexistent/qemu").checkQEMU(allowOld: false) }
+    }
+
+    @Test func versionParsing() throws {
+        #expect(try BuiltinLab.parseQEMUVersion("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)").major == 10)
+        #expect(try BuiltinLab.parseQEMUVersion("QEMU emulator version 9.1").text == "9.1.0")
+        #expect(throws: (any Error).self) { try BuiltinLab.parseQEMUVersion("nonsense") }
+    }
+}
+
+struct GuestImageTests {
+    @Test func moduleLoadOrderPutsDependenciesFirst() throws {
+        let dep = """
+        kernel/drivers/virtio/virtio.ko:
+        kernel/drivers/virtio/virtio_ring.ko:
+        kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+        kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+        kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+        kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+        kernel/net/core/failover.ko:
+        """
+        let order = try GuestImageBuilder.moduleLoadOrder(["virtio_pci", "virtio_net", "e1000e"], modulesDep: dep,
+                                                          builtin: "kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko\n")
+        let names = order.map { GuestImageBuilder.moduleName($0) }
+        #expect(Set(names) == ["virtio", "virtio_ring", "virtio_pci", "virtio_pci_modern_dev", "virtio_net", "net_failover", "failover"])
+        for (i, path) in order.enumerated() {
+            for d in dep.split(separator: "\n").first(where: { $0.hasPrefix(path + ":") })!.split(separator: " ").dropFirst() {
+                #expect(order.firstIndex(of: String(d))! < i, "\(d) must load before \(path)")
+            }
+        }
+        #expect(throws: GuestImageBuilder.ImageError.self) {
+            try GuestImageBuilder.moduleLoadOrder(["nope"], modulesDep: dep, builtin: "")
+        }
+    }
+
+    @Test func cpioArchiveIsNewcAndDeterministic() throws {
+        let root = NSTemporaryDirectory() + "cpio-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try "hello".write(toFile: root + "/bin/x", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: root + "/sh", withDestinationPath: "bin/x")
+        var a = CPIOArchive(), b = CPIOArchive()
+        try a.addTree(root: root)
+        try b.addTree(root: root)
+        let da = a.finish(), db = b.finish()
+        #expect(da == db)
+        #expect(da.count % 512 == 0)
+        #expect(da.prefix(6) == Data("070701".utf8))
+        let text = String(decoding: da, as: UTF8.self)
+        #expect(text.contains("bin/x"))
+        #expect(text.contains("hello"))
+        #expect(text.contains("TRAILER!!!"))
+    }
+
+    @Test func guestSourcesShipAsResources() throws {
+        #expect(String(decoding: try GuestImageBuilder.guestResource("init"), as: UTF8.self).contains("miglab.memtest="))
+        #expect(String(decoding: try GuestImageBuilder.guestResource("memtest.c"), as: UTF8.self).contains("MIGLAB-MEMTEST"))
+    }
+}
+
+struct DomainDefinitionTests {
+    @Test func xmlIsWellFormedAndEscaped() throws {
+        let image = GuestImage(kernel: "/k/vmlinuz", initrd: "/k/initrd&<>.cpio", hash: "h", kernelVersion: "6.1")
+        let def = DomainDefinition(name: "miglab-x", memoryMiB: 256, vcpus: 2, image: image,
+                                   kernelArguments: ["console=ttyS0", "miglab.memtest=64"], emulator: "/usr/bin/qemu-system-x86_64",
+                                   consoleLog: "/tmp/c.log", nics: [.init(model: "virtio", mac: "52:54:00:00:00:01")])
+        let doc = try XMLDocument(xmlString: def.xml())
+        let root = try #require(doc.rootElement())
+        #expect(root.attribute(forName: "type")?.stringValue == "qemu")
+        #expect(try doc.nodes(forXPath: "/domain/os/initrd").first?.stringValue == "/k/initrd&<>.cpio")
+        #expect(try doc.nodes(forXPath: "/domain/os/cmdline").first?.stringValue == "console=ttyS0 miglab.memtest=64")
+        #expect(try doc.nodes(forXPath: "/domain/devices/serial/log/@file").first?.stringValue == "/tmp/c.log")
+        #expect(try doc.nodes(forXPath: "/domain/devices/channel/target/@name").first?.stringValue == "org.qemu.guest_agent.0")
+        #expect(try doc.nodes(forXPath: "/domain/devices/interface/model/@type").first?.stringValue == "virtio")
+    }
+}

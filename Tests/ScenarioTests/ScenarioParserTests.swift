@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+@testable import Scenario
+
+struct ScenarioParserTests {
+    func parse(_ text: String) throws(ScenarioErrors) -> Scenario {
+        try ScenarioParser().parse(text, file: "t.yaml")
+    }
+
+    func diagnostics(_ text: String) -> [Diagnostic] {
+        do {
+            _ = try parse(text)
+            return []
+        } catch {
+            return error.diagnostics
+        }
+    }
+
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    @Test func libraryScenariosParse() throws {
+        let smoke = try ScenarioParser().parse(file: Self.root + "/scenarios/smoke.yaml")
+        #expect(smoke.name == "smoke")
+        #expect(smoke.flattenedSteps.map(\.kind) == ["boot", "migrate", "verify", "migrate", "verify"])
+        let pingpong = try ScenarioParser().parse(file: Self.root + "/scenarios/pingpong.yaml")
+        let migrations = pingpong.flattenedSteps.filter { $0.kind == "migrate" }
+        #expect(migrations.count == 20)
+        #expect(pingpong.flattenedSteps.filter { $0.kind == "verify" }.count == 20)
+    }
+
+    @Test func fullExample() throws {
+        let s = try parse("""
+        name: full
+        tags: [a, b]
+        guest: {memory_mib: 512, vcpus: 1, workload_mib: 128}
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b, bandwidth_mib_s: 100, max_downtime_ms: 500, suspend: true, timeout_s: 60}
+          - verify: {memory: true, console: false}
+        expect: {migrations: completed, memory: intact, console: clean}
+        """)
+        #expect(s.guest == GuestSpec(memoryMiB: 512, vcpus: 1, workloadMiB: 128))
+        guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migrate step"); return }
+        #expect(m == Step.Migrate(from: "a", to: "b", bandwidthMiBps: 100, maxDowntimeMs: 500, suspend: true))
+        #expect(s.steps[1].timeoutSeconds == 60)
+        #expect(s.steps[1].location?.line == 6)
+        guard case let .verify(v) = s.steps[2].action else { Issue.record("not a verify step"); return }
+        #expect(v.memory && !v.console)
+    }
+
+    @Test func unknownKeyNamesFileLineColumnAndKey() {
+        let d = diagnostics("""
+        name: x
+        steps:
+          - boot: {on: a}
+          - migrate: {from: a, to: b, bandwith_mib_s: 10}
+        """)
+        #expect(d.count == 1)
+        #expect(d.first?.location == SourceLocation(file: "t.yaml", line: 4, column: 31))
+        #expect(d.first?.message.contains("bandwith_mib_s") == true)
+        #expect(d.first?.message.contains("did you mean `bandwidth_mib_s`") == true)
+        #expect(d.first?.description.hasPrefix("t.yaml:4:31: error:") == true)
+    }
+
+    @Test func wrongTypesAreReportedWhereTheyAre() {
+        let d = diagnostics("""
+        name: x
+        guest:
+          memory_mib: lots
+          vcpus: [1]
+        steps:
+          - boot: {on: a}
+          - migrate: {from: a, to: b, suspend: maybe}
+        """)
+        #expect(d.map(\.location.line) == [3, 4, 7])
+        #expect(d[0].message.contains("`memory_mib` must be a whole number"))
+        #expect(d[2].message.contains("`suspend` must be true or false"))
+    }
+
+    @Test func missingRequiredKeys() {
+        let d = diagnostics("description: nothing else\n")
+        #expect(d.contains { $0.message.contains("needs the key `name`") })
+        #expect(d.contains { $0.message.contains("needs the key `steps`") })
+    }
+
+    @Test func yamlSyntaxErrorsHaveALine() {
+        let d = diagnostics("name: x\nsteps:\n  - boot: {on: a\n  - verify: memory\n")
+        #expect(d.count == 1)
+        #expect(d[0].location.line >= 3)
+        #expect(d[0].message.hasPrefix("YAML syntax"))
+    }
+
+    @Test func flowErrors() {
+        let d = diagnostics("""
+        name: x
+        steps:
+          - migrate: {from: a, to: b}
+          - boot: a
+          - migrate: {from: b, to: a}
+          - migrate: {from: a, to: a}
+        """)
+        #expect(d.contains { $0.location.line == 3 && $0.message.contains("before `boot`") })
+        #expect(d.contains { $0.location.line == 5 && $0.message.contains("the guest is on a") })
+        #expect(d.contains { $0.location.line == 6 && $0.message.contains("two different hosts") })
+    }
+
+    @Test func badValues() {
+        let d = diagnostics("""
+        name: "bad name!"
+        guest: {memory_mib: 128, workload_mib: 64}
+        steps:
+          - boot: {on: A}
+          - verify: [memory, disk]
+          - repeat: {times: 0, steps: []}
+          - dance: {}
+        expect: {migrations: maybe}
+        """)
+        let lines = Set(d.map(\.location.line))
+        #expect(lines.isSuperset(of: [1, 2, 4, 5, 6, 7, 8]))
+    }
+
+    @Test func wrongVersionIsRefused() {
+        let d = diagnostics("version: 2\nname: x\nsteps: [{boot: a}]\n")
+        #expect(d.first?.message.contains("format version 1") == true)
+    }
+
+    /// No input crashes the parser: every prefix of a valid file and a set of hostile inputs
+    /// either parse or give diagnostics with a location.
+    @Test func neverCrashesOnMalformedInput() throws {
+        let valid = try String(contentsOfFile: Self.root + "/scenarios/pingpong.yaml", encoding: .utf8)
+        var inputs = (0...valid.utf8.count).map { String(decoding: Array(valid.utf8.prefix($0)), as: UTF8.self) }
+        inputs += ["", "---", "- 1\n- 2", "name: [", "{{{{", "name: x\nsteps: 7", "\u{0}\u{1}\u{2}", "name: x\nsteps:\n  - boot:\n",
+                   "&a [*a]", "name: &n x\nsteps: [{boot: *n}]", String(repeating: "[", count: 5000),
+                   "name: x\nsteps:\n  - repeat: {times: 99999999999999999999, steps: [{boot: a}]}",
+                   "name: x\nguest: {memory_mib: -1}\nsteps: [{boot: a}]", "a: b\na: c", "? [x]\n: y"]
+        for input in inputs {
+            if ProcessInfo.processInfo.environment["DEBUG_PARSE"] != nil { FileHandle.standardError.write(Data("INPUT>> \(input.debugDescription.prefix(60))\n".utf8)) }
+            do {
+                _ = try ScenarioParser().parse(input, file: "f.yaml")
+            } catch {
+                #expect(!error.diagnostics.isEmpty)
+                for d in error.diagnostics { #expect(d.location.file == "f.yaml") }
+            }
+        }
+    }
+
+    @Test func unreadableFileIsADiagnostic() {
+        #expect(throws: ScenarioErrors.self) { try ScenarioParser().parse(file: "/nonexistent/x.yaml") }
+    }
+}
