@@ -46,10 +46,20 @@ public enum MemoryImage {
                 while o + 48 <= filesz {
                     let at = offset + o
                     if u64(at + 8) == MemoryOracle.magic {
+                        let index = u64(at + 16)
+                        var damage: Int?
+                        if o + page <= filesz {
+                            for w in MemoryOracle.bodyWords where u64(at + w * 8) != MemoryOracle.bodyWord(index: index, word: UInt64(w)) {
+                                damage = w * 8
+                                break
+                            }
+                        } else {
+                            damage = filesz - o   // the page is cut off by the segment's end
+                        }
                         pages.append(MemoryOracle.Page(
                             physicalAddress: paddr + UInt64(o), counter: u32(at), reserved: u32(at + 4),
-                            magic: u64(at + 8), index: u64(at + 16), pfn: u64(at + 24),
-                            pageCount: u64(at + 32), check: u64(at + 40)))
+                            magic: u64(at + 8), index: index, pfn: u64(at + 24),
+                            pageCount: u64(at + 32), check: u64(at + 40), bodyDamageOffset: damage))
                     }
                     o += page
                 }
@@ -103,6 +113,9 @@ public enum MemoryImage {
             }
             put(p.counter, 0); put(p.reserved, 4); put(p.magic, 8); put(p.index, 16)
             put(p.pfn, 24); put(p.pageCount, 32); put(p.check, 40)
+            guard o + MemoryOracle.pageSize <= d.count else { continue }
+            for w in MemoryOracle.bodyWords { put(MemoryOracle.bodyWord(index: p.index, word: UInt64(w)), w * 8) }
+            if let damage = p.bodyDamageOffset { d[o + damage] ^= 0x40 }
         }
         return d
     }

@@ -20,7 +20,15 @@ public enum MemoryOracle {
         return x
     }
 
-    /// One workload page as found in the image: where it was, and its first 48 bytes.
+    /// Word `word` (8-byte units, 6..<512) of the fixed body of page `index` (memtest.c's body_word).
+    public static func bodyWord(index: UInt64, word: UInt64) -> UInt64 {
+        let x = index &* 0x9E37_79B9_7F4A_7C15 ^ (word &+ 1) &* 0xC2B2_AE3D_27D4_EB4F
+        return x ^ (x >> 29)
+    }
+    public static let bodyWords = 6..<(pageSize / 8)
+
+    /// One workload page as found in the image: where it was, its header, and whether its
+    /// body (bytes 48..<4096) holds the fixed pattern.
     public struct Page: Sendable, Equatable {
         public var physicalAddress: UInt64
         public var counter: UInt32
@@ -30,9 +38,11 @@ public enum MemoryOracle {
         public var pfn: UInt64
         public var pageCount: UInt64
         public var check: UInt64
+        /// Byte offset of the first body word that differs from the pattern; nil when intact.
+        public var bodyDamageOffset: Int?
 
         public init(physicalAddress: UInt64, counter: UInt32, reserved: UInt32 = 0, magic: UInt64 = MemoryOracle.magic,
-                    index: UInt64, pfn: UInt64, pageCount: UInt64, check: UInt64) {
+                    index: UInt64, pfn: UInt64, pageCount: UInt64, check: UInt64, bodyDamageOffset: Int? = nil) {
             self.physicalAddress = physicalAddress
             self.counter = counter
             self.reserved = reserved
@@ -41,6 +51,7 @@ public enum MemoryOracle {
             self.pfn = pfn
             self.pageCount = pageCount
             self.check = check
+            self.bodyDamageOffset = bodyDamageOffset
         }
 
         /// A well-formed page as the workload writes it.
@@ -59,6 +70,7 @@ public enum MemoryOracle {
             if pfn != pfnUnknown && pfn * UInt64(pageSize) != physicalAddress {
                 return "page written for frame \(pfn) found at frame \(physicalAddress / UInt64(pageSize))"
             }
+            if let off = bodyDamageOffset { return "contents damaged at byte \(off)" }
             return nil
         }
     }

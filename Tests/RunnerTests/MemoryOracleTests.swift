@@ -158,6 +158,21 @@ struct MemoryImageTests {
         #expect(MemoryOracle.check(pages: found, expectedPages: MemoryOracleTests.n).passed)
     }
 
+    @Test func oneFlippedByteInAPageBodyIsCaught() throws {
+        // What a corrupted migration stream does: one byte somewhere in the middle of a page.
+        var d = Self.dump(MemoryOracleTests.image())
+        let found = try MemoryImage.workloadPages(elfCore: d)
+        let victim = try #require(found.first { $0.index == 17 })
+        let fileOffset = 4096 + Int(victim.physicalAddress - 990 * 4096) + 3000 // segment 1 data starts at 4096
+        d[fileOffset] ^= 0x01
+        let damaged = try MemoryImage.workloadPages(elfCore: d)
+        #expect(damaged.first { $0.index == 17 }?.bodyDamageOffset == 3000 - 3000 % 8)
+        let v = MemoryOracle.check(pages: damaged, expectedPages: MemoryOracleTests.n)
+        #expect(!v.passed)
+        #expect(v.firstBad.map(\.index) == [17])
+        #expect(v.firstBad.first?.reason.contains("contents damaged") == true)
+    }
+
     @Test func corruptedCounterInTheDumpIsCaught() throws {
         var pages = MemoryOracleTests.image()
         pages[7].counter = 99
@@ -182,6 +197,7 @@ struct MemoryImageTests {
         #expect(String(decoding: bytes, as: UTF8.self) == "MIGLABPG")
         let src = try String(contentsOfFile: packageRoot() + "/Sources/Lab/Guest/memtest.c", encoding: .utf8)
         #expect(src.contains("0x1d0a181b161d1317ull"))
+        #expect(src.contains("index * 0x9E3779B97F4A7C15ull ^ (word + 1) * 0xC2B2AE3D27D4EB4Full"))
         #expect(0x1d0a_181b_161d_1317 ^ 0x5a5a_5a5a_5a5a_5a5a == MemoryOracle.magic)
     }
 }

@@ -19,6 +19,8 @@
  *                          or MIGLAB_PFN_UNKNOWN where pagemap does not give it
  *   off 32  u64 npages     pages in the buffer
  *   off 40  u64 check      miglab_check_word(index, pfn, npages)
+ *   off 48  u64 body[506]  body_word(index, i): fixed contents, so that damage anywhere in
+ *                          the page (a flipped byte in the migration stream) is caught
  *
  * The host-side checker (Sources/Runner/MemoryOracle.swift) mirrors this layout.
  *
@@ -53,6 +55,11 @@ static uint64_t check_word(uint64_t magic, uint64_t index, uint64_t pfn, uint64_
     x = (x << 13 | x >> 51) ^ pfn;
     x = (x << 29 | x >> 35) ^ npages;
     return x;
+}
+
+static uint64_t body_word(uint64_t index, uint64_t word) {
+    uint64_t x = index * 0x9E3779B97F4A7C15ull ^ (word + 1) * 0xC2B2AE3D27D4EB4Full;
+    return x ^ (x >> 29);
 }
 
 static uint64_t pfn_of(int pagemap, const void *addr) {
@@ -100,6 +107,7 @@ int main(int argc, char **argv) {
         *(uint64_t *)(p + 24) = pfn;
         *(uint64_t *)(p + 32) = npages;
         *(uint64_t *)(p + 40) = check_word(magic, i, pfn, npages);
+        for (uint64_t w = 6; w < PAGE / 8; w++) ((uint64_t *)p)[w] = body_word(i, w);
     }
     if (pagemap >= 0) close(pagemap);
 
