@@ -46,7 +46,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Runner", dependencies: [
-            "Libvirt", "Lab", "Scenario",
+            "Libvirt", "Lab", "Scenario", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Report", dependencies: ["Runner", "Scenario"]),

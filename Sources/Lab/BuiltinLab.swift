@@ -18,14 +18,16 @@ public struct BuiltinLab: Sendable {
         public let namespace: String
         public let interface: String
         public let address: String
+        /// Where the destination QEMU listens when the stream proxy holds `address`.
+        public let secondaryAddress: String
         public let uuid: String
     }
 
     public static let hostSpecs: [HostSpec] = [
         HostSpec(name: "a", namespace: "miglab-a", interface: "miglab-a", address: "10.77.0.1",
-                 uuid: "6d4a1c2e-3b4d-4e5f-8a6b-7c8d9e0f1a01"),
+                 secondaryAddress: "10.77.0.3", uuid: "6d4a1c2e-3b4d-4e5f-8a6b-7c8d9e0f1a01"),
         HostSpec(name: "b", namespace: "miglab-b", interface: "miglab-b", address: "10.77.0.2",
-                 uuid: "6d4a1c2e-3b4d-4e5f-8a6b-7c8d9e0f1a02"),
+                 secondaryAddress: "10.77.0.4", uuid: "6d4a1c2e-3b4d-4e5f-8a6b-7c8d9e0f1a02"),
     ]
     static let prefixLength = 24
     /// The oldest QEMU the built-in lab accepts: 7.2 loses guest memory under TCG.
@@ -211,8 +213,8 @@ public struct BuiltinLab: Sendable {
         for h in Self.hostSpecs {
             let conn = try await Connection.open(uri: controlURI(h))
             hosts[h.name] = LabHost(name: h.name, controlURI: controlURI(h), peerURI: peerURI(h),
-                                 migrationAddress: h.address, logDirectory: "\(hostDirectory(h))/log",
-                                 connection: conn)
+                                    migrationAddress: h.address, logDirectory: "\(hostDirectory(h))/log",
+                                    connection: conn, actions: BuiltinHostActions(spec: h, directory: hostDirectory(h)))
         }
         let v = (try? qemuVersion().text) ?? "?"
         return BuiltinLabEnvironment(hosts: hosts, summary: "built-in lab (2 hosts, QEMU \(v), TCG)",
@@ -246,6 +248,7 @@ public struct BuiltinLab: Sendable {
         for h in Self.hostSpecs {
             try Command.run(["ip", "link", "set", h.interface, "netns", h.namespace])
             try Command.run(["ip", "-n", h.namespace, "addr", "add", "\(h.address)/\(Self.prefixLength)", "dev", h.interface])
+            try Command.run(["ip", "-n", h.namespace, "addr", "add", "\(h.secondaryAddress)/\(Self.prefixLength)", "dev", h.interface])
             try Command.run(["ip", "-n", h.namespace, "link", "set", "lo", "up"])
             try Command.run(["ip", "-n", h.namespace, "link", "set", h.interface, "up"])
         }
@@ -352,6 +355,49 @@ public struct BuiltinLab: Sendable {
         if let e = ProcessInfo.processInfo.environment["MIGLAB_EXECUTABLE"] { return e }
         return try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
     }
+}
+
+/// Fault actions on a built-in lab host: its processes and its end of the veth pair.
+struct BuiltinHostActions: HostActions {
+    let spec: BuiltinLab.HostSpec
+    let directory: String
+
+    func killQEMU(domain: String) throws -> Int32 {
+        let pidFile = "\(directory)/run/qemu/\(domain).pid"
+        guard let pid = ProcessTable.readPidFile(pidFile), ProcessTable.isRunning(pid) else {
+            throw CommandError(command: ["kill", "qemu"], status: 1, stderr: "no running QEMU for \(domain) on host \(spec.name) (\(pidFile))")
+        }
+        kill(pid, SIGKILL)
+        return pid
+    }
+
+    func killLibvirtd() throws -> Int32 {
+        let pidFile = "\(directory)/run/libvirtd.pid"
+        guard let pid = ProcessTable.readPidFile(pidFile), ProcessTable.isRunning(pid) else {
+            throw CommandError(command: ["kill", "libvirtd"], status: 1, stderr: "no running libvirtd on host \(spec.name) (\(pidFile))")
+        }
+        kill(pid, SIGKILL)
+        return pid
+    }
+
+    func cutLink(lossOnly: Bool) throws {
+        if lossOnly {
+            try Command.run(["tc", "-n", spec.namespace, "qdisc", "add", "dev", spec.interface, "root", "netem", "loss", "100%"])
+        } else {
+            try Command.run(["ip", "-n", spec.namespace, "link", "set", spec.interface, "down"])
+        }
+    }
+
+    func restoreLink(lossOnly: Bool) throws {
+        if lossOnly {
+            try Command.run(["tc", "-n", spec.namespace, "qdisc", "del", "dev", spec.interface, "root"])
+        } else {
+            try Command.run(["ip", "-n", spec.namespace, "link", "set", spec.interface, "up"])
+        }
+    }
+
+    var networkNamespacePath: String? { "/run/netns/\(spec.namespace)" }
+    var secondaryAddress: String? { spec.secondaryAddress }
 }
 
 /// The built-in lab, connected.

@@ -53,12 +53,14 @@ public struct GuestImageBuilder: Sendable {
         let debs = try [kernelPackage, "qemu-guest-agent", "busybox-static"].map { try download($0, into: downloads) }
         let initScript = try Self.guestResource("init")
         let workload = try Self.guestResource("memtest.c")
+        let guestctl = try Self.guestResource("miglab-guestctl")
         let tools = ["/usr/bin/lspci", "/usr/bin/setpci"]
         var hasher = ContentHash()
         hasher.add(Self.layoutVersion)
         for d in debs { hasher.add((d as NSString).lastPathComponent) }
         hasher.add(initScript)
         hasher.add(workload)
+        hasher.add(guestctl)
         hasher.add(Self.modules.joined(separator: ","))
         for t in tools { hasher.add(FileManager.default.contents(atPath: t) ?? Data()) }
         let hash = hasher.hex
@@ -92,6 +94,8 @@ public struct GuestImageBuilder: Sendable {
         try fm.copyItem(atPath: "\(pkgRoot)/bin/busybox", toPath: "\(r)/bin/busybox")
         try initScript.write(to: URL(fileURLWithPath: "\(r)/init"))
         chmod("\(r)/init", 0o755)
+        try guestctl.write(to: URL(fileURLWithPath: "\(r)/bin/miglab-guestctl"))
+        chmod("\(r)/bin/miglab-guestctl", 0o755)
         try "root:x:0:0:root:/:/bin/sh\n".write(toFile: "\(r)/etc/passwd", atomically: true, encoding: .utf8)
 
         // The workload: a static C program, compiled here so it needs nothing in the guest.

@@ -1,5 +1,6 @@
 import Foundation
 import Libvirt
+import Synchronization
 
 /// One libvirt host of a lab, as the runner sees it. `LabHost` hides how host-side actions
 /// happen (built-in lab: local processes and namespaces; hardware node: libvirt or ssh).
@@ -14,22 +15,63 @@ public final class LabHost: Sendable {
     public let migrationAddress: String?
     /// Where this host's libvirtd and QEMU logs are, when the runner can read them.
     public let logDirectory: String?
-    public let connection: Connection
+    /// Host-side fault actions, where the lab can do them.
+    public let actions: HostActions?
+    private let current: Mutex<Connection>
 
     public init(name: String, controlURI: String, peerURI: String, migrationAddress: String?,
-                logDirectory: String?, connection: Connection) {
+                logDirectory: String?, connection: Connection, actions: HostActions? = nil) {
         self.name = name
         self.controlURI = controlURI
         self.peerURI = peerURI
         self.migrationAddress = migrationAddress
         self.logDirectory = logDirectory
-        self.connection = connection
+        self.current = Mutex(connection)
+        self.actions = actions
+    }
+
+    /// The connection to this host's libvirt daemon (a new one after `reconnect`).
+    public var connection: Connection { current.withLock { $0 } }
+
+    /// Opens a new connection once the daemon answers again (after a daemon restart), waiting
+    /// until `deadline`.
+    public func reconnect(until deadline: ContinuousClock.Instant) async throws {
+        var last: Error?
+        while ContinuousClock.now < deadline {
+            do {
+                let c = try await Connection.open(uri: controlURI)
+                _ = try c.allDomains()   // the daemon has finished starting when it lists domains
+                current.withLock { $0 = c }
+                return
+            } catch {
+                last = error
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        throw last ?? LibvirtError(code: -1, domain: 0, message: "daemon did not come back", operation: "virConnectOpen(\(controlURI))")
     }
 
     /// Path of the QEMU log of `domain` on this host, when readable here.
     public func qemuLogPath(domain: String) -> String? {
         logDirectory.map { "\($0)/qemu/\(domain).log" }
     }
+}
+
+/// What a lab can do to a host from outside libvirt, for fault injection. The built-in lab
+/// acts on local processes and namespaces; a hardware lab would do it over ssh.
+public protocol HostActions: Sendable {
+    /// SIGKILL to the QEMU process of `domain`; returns its pid.
+    func killQEMU(domain: String) throws -> Int32
+    /// SIGKILL to the libvirt daemon; the lab restarts it. Returns the killed pid.
+    func killLibvirtd() throws -> Int32
+    /// Cuts (or restores) this host's link to the other hosts.
+    func cutLink(lossOnly: Bool) throws
+    func restoreLink(lossOnly: Bool) throws
+    /// The network namespace file to open for a socket on this host's network (stream proxy).
+    var networkNamespacePath: String? { get }
+    /// A second address of this host: the destination QEMU listens there when a proxy takes
+    /// the migration address.
+    var secondaryAddress: String? { get }
 }
 
 /// A set of hosts the runner can use: the built-in lab or a hardware lab from a lab file.

@@ -17,6 +17,10 @@ import Glibc
 /// SIGTERM/SIGINT go to libvirtd; when libvirtd has exited, QEMU processes left behind are killed.
 public enum HostSupervisor {
     static let daemonPid = Atomic<Int32>(0)
+    static let stopRequested = Atomic<Bool>(false)
+    /// A daemon that dies on its own (a crash, or miglab's kill-libvirtd fault) is restarted,
+    /// with its QEMU processes left running, at most this many times.
+    static let maximumRestarts = 20
 
     public static func run(hostDirectory dir: String) -> Never {
         let mounts = [("etc", "/etc/libvirt"), ("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"),
@@ -34,6 +38,7 @@ public enum HostSupervisor {
             fail("prctl(PR_SET_CHILD_SUBREAPER): \(String(cString: strerror(errno)))")
         }
         let forward: @convention(c) (Int32) -> Void = { sig in
+            HostSupervisor.stopRequested.store(true, ordering: .relaxed)
             let pid = HostSupervisor.daemonPid.load(ordering: .relaxed)
             if pid > 0 { kill(pid, sig) }
         }
@@ -41,6 +46,32 @@ public enum HostSupervisor {
         signal(SIGINT, forward)
         signal(SIGHUP, SIG_IGN)
 
+        var daemonStatus: Int32 = 0
+        var restarts = 0
+        while true {
+            let pid = spawnLibvirtd()
+            daemonPid.store(pid, ordering: .relaxed)
+            FileHandle.standardError.write(Data("miglab host supervisor: libvirtd pid \(pid) under \(dir)\n".utf8))
+            // Reap everything; libvirtd's own exit ends the loop.
+            while true {
+                var status: Int32 = 0
+                let r = waitpid(-1, &status, 0)
+                if r == pid { daemonStatus = status; break }
+                if r < 0 && errno == ECHILD { break }
+            }
+            if stopRequested.load(ordering: .relaxed) || restarts >= maximumRestarts { break }
+            restarts += 1
+            FileHandle.standardError.write(Data("miglab host supervisor: libvirtd exited (status \(daemonStatus)), restart \(restarts)\n".utf8))
+        }
+        // libvirtd is gone: nothing may keep running in this host.
+        daemonPid.store(0, ordering: .relaxed)
+        for child in children() { kill(child, SIGKILL) }
+        var status: Int32 = 0
+        while waitpid(-1, &status, 0) > 0 {}
+        exit(daemonStatus == 0 ? 0 : 1)
+    }
+
+    static func spawnLibvirtd() -> pid_t {
         let argv = ["/usr/sbin/libvirtd", "--listen", "--config", "/etc/libvirt/libvirtd.conf",
                     "--pid-file", "/run/libvirt/libvirtd.pid"]
         // This process runs on Swift's and Dispatch's threads, which block most signals, and a
@@ -59,24 +90,9 @@ public enum HostSupervisor {
         let cargs = argv.map { strdup($0) } + [nil]
         let rc = posix_spawn(&pid, argv[0], nil, &attr, cargs, environ)
         posix_spawnattr_destroy(&attr)
+        cargs.forEach { free($0) }
         guard rc == 0 else { fail("posix_spawn libvirtd: \(String(cString: strerror(rc)))") }
-        daemonPid.store(pid, ordering: .relaxed)
-        FileHandle.standardError.write(Data("miglab host supervisor: libvirtd pid \(pid) under \(dir)\n".utf8))
-
-        var daemonStatus: Int32 = 0
-        // Reap everything; libvirtd's own exit ends the loop.
-        while true {
-            var status: Int32 = 0
-            let r = waitpid(-1, &status, 0)
-            if r == pid { daemonStatus = status; break }
-            if r < 0 && errno == ECHILD { break }
-        }
-        // libvirtd is gone: nothing may keep running in this host.
-        daemonPid.store(0, ordering: .relaxed)
-        for child in children() { kill(child, SIGKILL) }
-        var status: Int32 = 0
-        while waitpid(-1, &status, 0) > 0 {}
-        exit(daemonStatus == 0 ? 0 : 1)
+        return pid
     }
 
     /// Processes whose parent is this supervisor (orphans re-parented to it included).

@@ -44,9 +44,11 @@ public final class Domain: @unchecked Sendable {
         return (DomainState(rawValue: s) ?? .noState, r)
     }
 
-    /// `virDomainGetXMLDesc`.
-    public func xml() throws -> String {
-        guard let s = virDomainGetXMLDesc(raw, 0) else { throw LibvirtError.last("virDomainGetXMLDesc(\(name))") }
+    /// `virDomainGetXMLDesc`; with `migratable`, `VIR_DOMAIN_XML_MIGRATABLE` (the form a
+    /// destination definition must be based on).
+    public func xml(migratable: Bool = false) throws -> String {
+        let flags = migratable ? VIR_DOMAIN_XML_MIGRATABLE.rawValue | VIR_DOMAIN_XML_SECURE.rawValue : 0
+        guard let s = virDomainGetXMLDesc(raw, flags) else { throw LibvirtError.last("virDomainGetXMLDesc(\(name))") }
         defer { free(s) }
         return String(cString: s)
     }

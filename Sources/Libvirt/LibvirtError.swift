@@ -1,4 +1,7 @@
 import CLibvirt
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An error reported by libvirt, carrying libvirt's own classification.
 ///
@@ -52,6 +55,9 @@ public enum Libvirt {
     }
 
     private static let initialized: Bool = {
+        // libvirt writes to sockets whose peer may be gone (a killed daemon); as its docs ask,
+        // the process ignores SIGPIPE and gets EPIPE instead of dying.
+        signal(SIGPIPE, SIG_IGN)
         virSetErrorFunc(nil) { _, _ in }
         _ = virInitialize()
         EventLoop.shared.start()

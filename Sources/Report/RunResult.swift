@@ -25,11 +25,13 @@ public struct ScenarioResult: Codable, Sendable, Equatable {
     public var durationSeconds: Double
     public var migrations: [MigrationResult]
     public var verifications: [VerificationRecord]
+    /// Faults as they fired: kind, trigger, when (ms after the migration started), job statistics.
+    public var faults: [FaultRecord] = []
     public var expectations: [ExpectationRecord]
     public var timing: Timing
 
     enum CodingKeys: String, CodingKey {
-        case name, file, outcome, message, migrations, verifications, expectations, timing
+        case name, file, outcome, message, migrations, verifications, faults, expectations, timing
         case durationSeconds = "duration_s"
     }
 }
@@ -61,6 +63,8 @@ public struct Timing: Codable, Sendable, Equatable {
     public var bootSeconds: Double = 0
     public var migrationSeconds: Double = 0
     public var verificationSeconds: Double = 0
+    /// Guest device actions run as steps (FLR, device reset).
+    public var faultSeconds: Double = 0
     public var overheadSeconds: Double = 0
     public var overheadFraction: Double = 0
 
@@ -69,6 +73,7 @@ public struct Timing: Codable, Sendable, Equatable {
         case bootSeconds = "boot_s"
         case migrationSeconds = "migration_s"
         case verificationSeconds = "verification_s"
+        case faultSeconds = "faults_s"
         case overheadSeconds = "overhead_s"
         case overheadFraction = "overhead_fraction"
     }
@@ -92,20 +97,29 @@ extension RunResult {
                 starts[scenarios.count - 1] = e.t
             case .phase:
                 guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
-                if e.phase == "lab_setup" { scenarios[i].timing.labSetupSeconds += e.durationSeconds ?? 0 }
+                switch e.phase {
+                case "lab_setup": scenarios[i].timing.labSetupSeconds += e.durationSeconds ?? 0
+                case "verification": scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
+                default: break
+                }
             case .stepFinished:
                 guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
                 switch e.phase {
                 case "boot": scenarios[i].timing.bootSeconds += e.durationSeconds ?? 0
                 case "verification": scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
+                case "faults": scenarios[i].timing.faultSeconds += e.durationSeconds ?? 0
                 default: break
                 }
+            case .fault:
+                guard let i = e.scenario.flatMap({ open[$0] }), let f = e.fault else { continue }
+                scenarios[i].faults.append(f)
             case .migrationFinished:
                 guard let i = e.scenario.flatMap({ open[$0] }), let m = e.migration else { continue }
                 scenarios[i].migrations.append(MigrationResult(
                     from: m.from, to: m.to, outcome: m.outcome, stats: m.stats, wallSeconds: m.wallSeconds,
                     error: m.errorMessage.map { .init(code: m.errorCode, domain: m.errorDomain, message: $0) }))
-                scenarios[i].timing.migrationSeconds += Double(m.stats.timeElapsedMs ?? 0) / 1000
+                // libvirt's elapsed time; a failed migration has none, so its wall time counts.
+                scenarios[i].timing.migrationSeconds += m.stats.timeElapsedMs.map { Double($0) / 1000 } ?? m.wallSeconds
             case .verification:
                 guard let i = e.scenario.flatMap({ open[$0] }), let v = e.verification else { continue }
                 scenarios[i].verifications.append(v)
@@ -131,11 +145,11 @@ extension RunResult {
         for i in scenarios.indices {
             var t = scenarios[i].timing
             let wall = scenarios[i].durationSeconds
-            t.overheadSeconds = max(0, wall - t.labSetupSeconds - t.bootSeconds - t.migrationSeconds - t.verificationSeconds)
+            t.overheadSeconds = max(0, wall - t.labSetupSeconds - t.bootSeconds - t.migrationSeconds - t.verificationSeconds - t.faultSeconds)
             t.overheadFraction = wall > 0 ? t.overheadSeconds / wall : 0
             func r(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
             t.labSetupSeconds = r(t.labSetupSeconds); t.bootSeconds = r(t.bootSeconds)
-            t.migrationSeconds = r(t.migrationSeconds); t.verificationSeconds = r(t.verificationSeconds)
+            t.migrationSeconds = r(t.migrationSeconds); t.verificationSeconds = r(t.verificationSeconds); t.faultSeconds = r(t.faultSeconds)
             t.overheadSeconds = r(t.overheadSeconds); t.overheadFraction = (t.overheadFraction * 10000).rounded() / 10000
             scenarios[i].timing = t
             scenarios[i].durationSeconds = r(wall)
@@ -199,6 +213,9 @@ extension RunResult {
         var lines: [String] = []
         for (i, m) in s.migrations.enumerated() {
             lines.append("migration \(i + 1) \(m.from)->\(m.to): \(m.outcome), \(m.stats.timeElapsedMs ?? 0) ms, downtime \(m.stats.downtimeMs ?? 0) ms, \(m.stats.dataTotalBytes ?? 0) bytes, \(m.stats.memoryIterations ?? 0) iterations" + (m.error.map { " (\($0.message))" } ?? ""))
+        }
+        for f in s.faults {
+            lines.append("fault \(f.kind) on \(f.host ?? "?") (\(f.trigger)) at \(String(format: "%.0f", f.firedAtMs)) ms: " + (f.error.map { "error: \($0)" } ?? f.result ?? ""))
         }
         for v in s.verifications {
             lines.append("verify \(v.kind) on \(v.host ?? "?"): \(v.verdict)" + (v.detail.map { ", \($0)" } ?? ""))

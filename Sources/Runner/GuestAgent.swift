@@ -45,6 +45,60 @@ struct GuestAgent {
     }
 }
 
+extension GuestAgent {
+    /// guest-exec: starts a program in the guest, returns its guest pid. qemu-ga keeps the
+    /// child's status in the guest, so it can be collected after a live migration.
+    func exec(_ path: String, _ args: [String]) async throws -> Int {
+        guard let r = try await command("guest-exec", ["path": path, "arg": args, "capture-output": true]) as? [String: Any],
+              let pid = r["pid"] as? Int else {
+            throw AgentError(description: "guest agent: guest-exec \(path) returned no pid")
+        }
+        return pid
+    }
+
+    struct ExecStatus {
+        var exited: Bool
+        var exitCode: Int?
+        var output: String
+    }
+
+    func execStatus(_ pid: Int) async throws -> ExecStatus {
+        guard let r = try await command("guest-exec-status", ["pid": pid]) as? [String: Any] else {
+            throw AgentError(description: "guest agent: guest-exec-status \(pid) returned nothing")
+        }
+        let out = (r["out-data"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let err = (r["err-data"] as? String).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        return ExecStatus(exited: r["exited"] as? Bool ?? false, exitCode: r["exitcode"] as? Int, output: out + err)
+    }
+
+    /// Runs a program in the guest to its end (or the deadline); returns its output.
+    func run(_ path: String, _ args: [String], until deadline: ContinuousClock.Instant) async throws -> ExecStatus {
+        let pid = try await exec(path, args)
+        return try await retry(until: deadline, what: "\(path) \(args.joined(separator: " ")) in the guest", every: .milliseconds(20)) {
+            let s = try await self.execStatus(pid)
+            guard s.exited else { throw AgentError(description: "still running") }
+            return s
+        }
+    }
+}
+
+/// One guest device as `miglab-guestctl info` reports it.
+struct DeviceInfo: Equatable, Sendable {
+    var fields: [String: String]
+    var identity: String { ["bdf", "vendor", "device", "class"].map { "\($0)=\(fields[$0] ?? "?")" }.joined(separator: " ") }
+
+    /// Parses "MIGLAB-GUESTCTL key=value ..."; nil for anything else.
+    static func parse(_ text: String) -> DeviceInfo? {
+        guard let line = text.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("MIGLAB-GUESTCTL ") }) else { return nil }
+        var f: [String: String] = [:]
+        for part in line.split(separator: " ").dropFirst() {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { f[String(kv[0])] = String(kv[1]) }
+        }
+        return f.isEmpty ? nil : DeviceInfo(fields: f)
+    }
+}
+
 /// The workload's status line (see memtest.c), read through the guest agent.
 struct WorkloadStatus: Equatable {
     var pass: UInt64

@@ -17,6 +17,8 @@ public struct JournalEvent: Codable, Sendable, Equatable {
         case migrationProgress = "migration_progress"
         case migrationFinished = "migration_finished"
         case verification
+        /// A fault fired during a migration (or a guest device action outside one).
+        case fault
         case scenarioFinished = "scenario_finished"
         case runFinished = "run_finished"
         case note
@@ -41,6 +43,7 @@ public struct JournalEvent: Codable, Sendable, Equatable {
     public var migration: MigrationRecord?
     public var progress: MigrationStats?
     public var verification: VerificationRecord?
+    public var fault: FaultRecord?
     public var expectations: [ExpectationRecord]?
     public var details: [String: String]?
 
@@ -51,7 +54,7 @@ public struct JournalEvent: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case seq, t, wallclock, kind, scenario, file, step, phase, outcome, message, migration, progress, verification,
-             expectations, details
+             fault, expectations, details
         case stepKind = "step_kind"
         case durationSeconds = "duration_s"
     }
@@ -160,17 +163,48 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// Where and when a fault landed, measured against its trigger.
+public struct FaultRecord: Codable, Sendable, Equatable {
+    public var kind: String
+    /// The trigger as written ("after 1500 ms", "at iteration 3", ...).
+    public var trigger: String
+    /// Milliseconds after the migration started when the fault fired.
+    public var firedAtMs: Double
+    /// Milliseconds after the migration started when the runner first saw the trigger
+    /// condition hold (fired_at_ms - condition_seen_at_ms is the action's own latency).
+    public var conditionSeenAtMs: Double?
+    /// The job statistics when it fired.
+    public var stats: MigrationStats?
+    /// Which host it acted on.
+    public var host: String?
+    /// What happened: "ok", a refusal with libvirt's message, the guest tool's counts.
+    public var result: String?
+    public var error: String?
+
+    public init(kind: String, trigger: String, firedAtMs: Double) {
+        self.kind = kind
+        self.trigger = trigger
+        self.firedAtMs = firedAtMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case kind, trigger, stats, host, result, error
+        case firedAtMs = "fired_at_ms"
+        case conditionSeenAtMs = "condition_seen_at_ms"
+    }
+}
+
 public struct ExpectationRecord: Codable, Sendable, Equatable {
     public var what: String
     public var expected: String
     public var observed: String
     /// pass | fail
     public var verdict: String
-    public init(what: String, expected: String, observed: String) {
+    public init(what: String, expected: String, observed: String, pass: Bool? = nil) {
         self.what = what
         self.expected = expected
         self.observed = observed
-        self.verdict = expected == observed ? "pass" : "fail"
+        self.verdict = (pass ?? (expected == observed)) ? "pass" : "fail"
     }
 }
 

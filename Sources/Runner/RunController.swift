@@ -81,7 +81,12 @@ public final class RunController: @unchecked Sendable {
     public init(config: RunConfiguration, provider: LabProvider, imageBuilder: GuestImageBuilder = GuestImageBuilder(),
                 logger: Logger = Logger(label: "miglab.run")) throws {
         try FileManager.default.createDirectory(atPath: config.artifactsDirectory, withIntermediateDirectories: true)
-        self.journal = try Journal(path: "\(config.artifactsDirectory)/journal.jsonl")
+        let journalPath = "\(config.artifactsDirectory)/journal.jsonl"
+        // Results are never lost: a run does not write over another run's journal.
+        if let attrs = try? FileManager.default.attributesOfItem(atPath: journalPath), (attrs[.size] as? Int ?? 0) > 0 {
+            throw RunnerError.io("\(config.artifactsDirectory) already holds a run's journal; give --artifacts a new folder")
+        }
+        self.journal = try Journal(path: journalPath)
         self.config = config
         self.provider = provider
         self.imageBuilder = imageBuilder

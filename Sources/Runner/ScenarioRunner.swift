@@ -22,8 +22,18 @@ final class ScenarioExecution: @unchecked Sendable {
     /// Where the guest runs now (host name), nil before boot.
     var location: String?
     var migrationOutcomes: [String] = []
+    var migrationRecords: [MigrationRecord] = []
     var memoryVerdicts: [Bool] = []
     var consoleVerdicts: [Bool] = []
+    var deviceVerdicts: [Bool] = []
+    /// Findings of the checks after each failed migration (destination left clean, guest safe).
+    var afterFailure: [ExpectationRecord] = []
+    /// Milliseconds from the first fault to the end of a failed migration.
+    var failureDetectionMs: [Double] = []
+    /// The last migration's hosts, for `expect.guest.on`.
+    var lastMigration: (from: String, to: String)?
+    /// Device identities seen after boot, by device name.
+    var deviceBaseline: [String: DeviceInfo] = [:]
     var stepIndex = 0
 
     init(scenario: Scenario, lab: LabEnvironment, image: GuestImage, journal: Journal, config: RunConfiguration,
@@ -38,6 +48,16 @@ final class ScenarioExecution: @unchecked Sendable {
         let safe = scenario.name.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-" }
         domainName = "miglab-" + String(safe.prefix(40))
         consoleLog = "\(lab.sharedScratchDirectory)/\(domainName).console.log"
+    }
+
+    /// MAC address of the guest's i-th device: how the guest tool finds the device.
+    static func mac(_ i: Int) -> String { String(format: "52:54:00:6d:6c:%02x", i + 1) }
+
+    func mac(of device: String) throws -> String {
+        guard let i = scenario.guest.devices.firstIndex(where: { $0.name == device }) else {
+            throw RunnerError.step("the guest has no device `\(device)`")
+        }
+        return Self.mac(i)
     }
 
     func event(_ kind: JournalEvent.Kind) -> JournalEvent {
@@ -73,7 +93,9 @@ final class ScenarioExecution: @unchecked Sendable {
         let def = DomainDefinition(name: domainName, memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
                                    image: image, kernelArguments: args, emulator: config.qemuBinary,
                                    consoleLog: consoleLog,
-                                   nics: [.init(model: "virtio", mac: "52:54:00:6d:6c:01")])
+                                   nics: scenario.guest.devices.enumerated().map { i, d in
+                                       .init(model: d.model.libvirtModel, mac: Self.mac(i))
+                                   })
         let xml = def.xml()
         try xml.write(toFile: "\(config.scenarioArtifacts(scenario.name))/domain.xml", atomically: true, encoding: .utf8)
         _ = try host(b.host).connection.defineDomain(xml: xml)
@@ -135,6 +157,14 @@ final class ScenarioExecution: @unchecked Sendable {
                     keepGoing = true
                 case .repeat:
                     keepGoing = true
+                case let .guestFLR(device, mode, count):
+                    finish.phase = "faults"
+                    try await guestDeviceAction(flr: mode, device: device, count: count, deadline: deadline)
+                    keepGoing = true
+                case let .guestDeviceReset(device, count):
+                    finish.phase = "faults"
+                    try await guestDeviceAction(flr: nil, device: device, count: count, deadline: deadline)
+                    keepGoing = true
                 }
                 finish.outcome = "passed"
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
@@ -164,8 +194,10 @@ final class ScenarioExecution: @unchecked Sendable {
             if let d = m.maxDowntimeMs { s += ", max downtime \(d) ms" }
             if m.suspend { s += ", suspend" }
             return s
-        case let .verify(v): return "verify " + [v.memory ? "memory" : nil, v.console ? "console" : nil].compactMap { $0 }.joined(separator: ", ")
+        case let .verify(v): return "verify " + [v.memory ? "memory" : nil, v.console ? "console" : nil, v.devices ? "devices" : nil].compactMap { $0 }.joined(separator: ", ")
         case let .repeat(r): return "repeat \(r.times)x"
+        case let .guestFLR(d, mode, n): return "guest FLR of \(d) (\(mode.rawValue)) x\(n)"
+        case let .guestDeviceReset(d, n): return "guest device reset of \(d) x\(n)"
         }
     }
 
@@ -199,73 +231,13 @@ final class ScenarioExecution: @unchecked Sendable {
                 try await self.workloadStatus(agent)
             }
         }
-        progress.clear()
-    }
-
-    /// Migrates the guest; returns false when the outcome differs from the scenario's expectation.
-    func migrate(_ m: Step.Migrate, deadline: ContinuousClock.Instant) async throws -> Bool {
-        let src = try host(m.from), dst = try host(m.to)
-        guard location == m.from else {
-            throw RunnerError.step("cannot migrate from \(m.from): the guest is on \(location ?? "no host")")
-        }
-        guard let dom = try src.connection.domain(named: domainName), dom.isActive else {
-            throw RunnerError.step("guest \(domainName) is not running on \(m.from)")
-        }
-        if let ms = m.maxDowntimeMs { try dom.setMaxDowntime(milliseconds: UInt64(ms)) }
-        var flags: MigrationFlags = [.live, .peerToPeer, .persistDestination, .undefineSource]
-        if m.suspend { flags.insert(.suspend) }
-        let params = MigrationParameters(bandwidthMiBps: m.bandwidthMiBps.map(UInt64.init))
-        let t0 = ContinuousClock.now
-        let label = "[\(scenario.name)] migrate \(m.from) -> \(m.to)"
-        progress.show(label)
-        let job = Task { try await dom.migrate(to: dst.peerURI, parameters: params, flags: flags) }
-        // Sample the job every 100 ms while it runs: live line, journal, deadline.
-        var timedOut = false
-        let poller = Task {
-            while !Task.isCancelled {
-                if let s = try? dom.jobStats(), s.isActive {
-                    var e = self.event(.migrationProgress)
-                    e.progress = MigrationStats(s)
-                    self.journal.record(e)
-                    self.progress.show(label + "  " + ProgressLine.describe(s))
-                }
-                if ContinuousClock.now >= deadline {
-                    try? dom.abortJob()
-                    return true
-                }
-                try? await Task.sleep(for: .milliseconds(100))
+        for d in scenario.guest.devices {
+            let mac = try mac(of: d.name)
+            deviceBaseline[d.name] = try await retry(until: deadline, what: "device \(d.name) in the guest") {
+                try await self.deviceInfo(agent, mac: mac)
             }
-            return false
         }
-        let result = await job.result
-        poller.cancel()
-        timedOut = await poller.value
-        let wall = (ContinuousClock.now - t0).seconds
         progress.clear()
-
-        var record: MigrationRecord
-        switch result {
-        case .success:
-            // The destination keeps the completed job's statistics (downtime, iterations).
-            let stats = (try? dst.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
-            record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
-                                     stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
-            location = m.to
-        case let .failure(error):
-            let lv = error as? LibvirtError
-            let outcome = lv?.code == LibvirtError.operationAborted && !timedOut ? "aborted" : "failed"
-            let stats = (try? dom.jobStats(completed: true)).map(MigrationStats.init) ?? MigrationStats()
-            record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats, wallSeconds: wall,
-                                     errorCode: lv?.code, errorDomain: lv?.domain,
-                                     errorMessage: timedOut ? "step deadline reached, migration aborted: \(error)" : (lv?.message ?? "\(error)"))
-        }
-        migrationOutcomes.append(record.outcome)
-        var e = event(.migrationFinished)
-        e.migration = record
-        e.outcome = record.outcome
-        journal.record(e)
-        if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within \(Int(scenario.flattenedSteps[stepIndex].effectiveTimeoutSeconds)) s") }
-        return record.outcome == scenario.expect.migrations.rawValue
     }
 
     func verify(_ v: Step.Verify, deadline: ContinuousClock.Instant) async throws {
@@ -290,6 +262,15 @@ final class ScenarioExecution: @unchecked Sendable {
             r.findings = findings.prefix(20).map(\.description)
             r.detail = "\(ConsoleScanner.consoleLines(text).count) console lines scanned"
             consoleVerdicts.append(findings.isEmpty)
+            var e = event(.verification)
+            e.verification = r
+            e.outcome = r.verdict
+            journal.record(e)
+        }
+        if v.devices {
+            progress.show("[\(scenario.name)] verify devices on \(here)")
+            let r = try await verifyDevices(on: h, deadline: deadline)
+            deviceVerdicts.append(r.verdict == "pass")
             var e = event(.verification)
             e.verification = r
             e.outcome = r.verdict
@@ -364,21 +345,85 @@ final class ScenarioExecution: @unchecked Sendable {
 
     func expectations() -> [ExpectationRecord] {
         var out: [ExpectationRecord] = []
+        let ex = scenario.expect
         if !migrationOutcomes.isEmpty {
-            let wanted = scenario.expect.migrations.rawValue
+            let wanted = ex.migrations.rawValue
             let observed = migrationOutcomes.allSatisfy { $0 == wanted } ? wanted
                 : migrationOutcomes.enumerated().map { "#\($0.offset + 1) \($0.element)" }.joined(separator: ", ")
             out.append(ExpectationRecord(what: "migrations", expected: wanted, observed: observed))
         }
+        let failed = migrationRecords.filter { $0.outcome != "completed" }
+        if let codes = ex.errorCodes {
+            let observed = failed.first?.errorCode
+            out.append(ExpectationRecord(what: "libvirt error code", expected: codes.map(String.init).joined(separator: " or "),
+                                         observed: failed.isEmpty ? "no failed migration" : observed.map(String.init) ?? "none",
+                                         pass: observed.map { codes.contains($0) } ?? false))
+        }
+        if let pattern = ex.errorMessage {
+            let message = failed.first?.errorMessage ?? ""
+            let matches = (try? Regex(pattern)).map { message.contains($0) } ?? false
+            out.append(ExpectationRecord(what: "libvirt error message", expected: "matches /\(pattern)/",
+                                         observed: message.isEmpty ? "no error" : message, pass: matches))
+        }
+        if let within = ex.failureDetectedWithinSeconds {
+            let worst = failureDetectionMs.max()
+            out.append(ExpectationRecord(what: "failure noticed within", expected: "\(within) s",
+                                         observed: worst.map { String(format: "%.1f s", $0 / 1000) } ?? "no failure",
+                                         pass: worst.map { $0 <= within * 1000 } ?? false))
+        }
+        out += afterFailure
+        if ex.guestOn != nil || ex.guestState != nil {
+            let (host, state) = guestWhereabouts()
+            if let on = ex.guestOn, let m = lastMigration {
+                let wantHost = on == .source ? m.from : m.to
+                out.append(ExpectationRecord(what: "guest runs on", expected: "\(on.rawValue) (\(wantHost))",
+                                             observed: host.map { $0 == m.from ? "source (\($0))" : ($0 == m.to ? "destination (\($0))" : $0) } ?? "nowhere"))
+            }
+            if let st = ex.guestState {
+                out.append(ExpectationRecord(what: "guest state", expected: st.rawValue, observed: state))
+            }
+        }
         if !memoryVerdicts.isEmpty {
-            out.append(ExpectationRecord(what: "memory", expected: scenario.expect.memory.rawValue,
+            out.append(ExpectationRecord(what: "memory", expected: ex.memory.rawValue,
                                          observed: memoryVerdicts.allSatisfy { $0 } ? "intact" : "corrupted"))
         }
         if !consoleVerdicts.isEmpty {
-            out.append(ExpectationRecord(what: "console", expected: scenario.expect.console.rawValue,
+            out.append(ExpectationRecord(what: "console", expected: ex.console.rawValue,
                                          observed: consoleVerdicts.allSatisfy { $0 } ? "clean" : "errors"))
         }
+        if !deviceVerdicts.isEmpty {
+            out.append(ExpectationRecord(what: "devices", expected: ex.devices.rawValue,
+                                         observed: deviceVerdicts.allSatisfy { $0 } ? "working" : "broken"))
+        }
         return out
+    }
+
+    /// Where the guest is now and its state, from libvirt (computed once, at the end).
+    lazy var whereabouts: (String?, String) = {
+        for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
+            if let d = try? h.connection.domain(named: domainName), d.isActive {
+                let st = (try? d.state().state) ?? .noState
+                return (name, Self.stateName(st))
+            }
+        }
+        // Defined but not running somewhere: shut off or crashed.
+        for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
+            if let d = try? h.connection.domain(named: domainName), let st = try? d.state() {
+                return (name, Self.stateName(st.state))
+            }
+        }
+        return (nil, Expectations.GuestState.gone.rawValue)
+    }()
+
+    func guestWhereabouts() -> (String?, String) { whereabouts }
+
+    static func stateName(_ s: DomainState) -> String {
+        switch s {
+        case .running, .blocked: Expectations.GuestState.running.rawValue
+        case .paused, .pmSuspended: Expectations.GuestState.paused.rawValue
+        case .crashed: Expectations.GuestState.crashed.rawValue
+        default: Expectations.GuestState.shutOff.rawValue
+        }
     }
 }
 

@@ -40,10 +40,14 @@ public struct GuestSpec: Sendable, Equatable, Codable {
     public var vcpus: Int = 2
     /// Size of the memory workload's buffer; 0 = no workload.
     public var workloadMiB: Int = 64
-    public init(memoryMiB: Int = 256, vcpus: Int = 2, workloadMiB: Int = 64) {
+    /// Emulated PCIe devices; by default one virtio-net NIC named nic0.
+    public var devices: [GuestDevice] = [GuestDevice(name: "nic0", model: .virtioNet)]
+    public init(memoryMiB: Int = 256, vcpus: Int = 2, workloadMiB: Int = 64,
+                devices: [GuestDevice] = [GuestDevice(name: "nic0", model: .virtioNet)]) {
         self.memoryMiB = memoryMiB
         self.vcpus = vcpus
         self.workloadMiB = workloadMiB
+        self.devices = devices
     }
 }
 
@@ -78,6 +82,8 @@ public struct Step: Sendable, Equatable, Codable {
         case .migrate: "migrate"
         case .verify: "verify"
         case .repeat: "repeat"
+        case .guestFLR: "guest-flr"
+        case .guestDeviceReset: "guest-device-reset"
         }
     }
 
@@ -88,6 +94,7 @@ public struct Step: Sendable, Equatable, Codable {
             case .migrate: 300
             case .verify: 180
             case .repeat: .infinity
+            case .guestFLR, .guestDeviceReset: 120
             }
         }()
     }
@@ -97,6 +104,10 @@ public struct Step: Sendable, Equatable, Codable {
         case migrate(Migrate)
         case verify(Verify)
         case `repeat`(Repeat)
+        /// FLRs of a guest device from inside the guest, outside any migration.
+        case guestFLR(device: String, mode: Fault.FLRMode, count: Int)
+        /// Driver unbind/bind cycles of a guest device from inside the guest.
+        case guestDeviceReset(device: String, count: Int)
     }
 
     public struct Boot: Sendable, Equatable, Codable {
@@ -112,21 +123,37 @@ public struct Step: Sendable, Equatable, Codable {
         public var maxDowntimeMs: Int?
         /// Leave the guest paused on the destination.
         public var suspend: Bool
-        public init(from: String, to: String, bandwidthMiBps: Int? = nil, maxDowntimeMs: Int? = nil, suspend: Bool = false) {
+        /// Faults fired while the migration runs.
+        public var faults: [Fault]
+        /// Damage to the migration stream (a proxy sits between the QEMUs).
+        public var corruptStream: StreamCorruption?
+        public var corruptEveryMiB: Int
+        /// The destination's definition differs from the source's.
+        public var destinationChange: DestinationChange?
+        public init(from: String, to: String, bandwidthMiBps: Int? = nil, maxDowntimeMs: Int? = nil, suspend: Bool = false,
+                    faults: [Fault] = [], corruptStream: StreamCorruption? = nil, corruptEveryMiB: Int = 1,
+                    destinationChange: DestinationChange? = nil) {
             self.from = from
             self.to = to
             self.bandwidthMiBps = bandwidthMiBps
             self.maxDowntimeMs = maxDowntimeMs
             self.suspend = suspend
+            self.faults = faults
+            self.corruptStream = corruptStream
+            self.corruptEveryMiB = corruptEveryMiB
+            self.destinationChange = destinationChange
         }
     }
 
     public struct Verify: Sendable, Equatable, Codable {
         public var memory: Bool
         public var console: Bool
-        public init(memory: Bool = true, console: Bool = true) {
+        /// Every guest device present with the same identity and working (link, DHCP lease).
+        public var devices: Bool
+        public init(memory: Bool = true, console: Bool = true, devices: Bool = false) {
             self.memory = memory
             self.console = console
+            self.devices = devices
         }
     }
 
@@ -145,14 +172,40 @@ public struct Expectations: Sendable, Equatable, Codable {
     public enum MigrationOutcome: String, Sendable, Codable, CaseIterable { case completed, failed, aborted }
     public enum MemoryVerdict: String, Sendable, Codable, CaseIterable { case intact, corrupted }
     public enum ConsoleVerdict: String, Sendable, Codable, CaseIterable { case clean, errors }
+    public enum DeviceVerdict: String, Sendable, Codable, CaseIterable { case working, broken }
+    public enum GuestState: String, Sendable, Codable, CaseIterable {
+        case running, paused
+        case shutOff = "shut-off"
+        case crashed
+        /// Gone: no domain of that name on the host any more (a killed source QEMU).
+        case gone
+    }
 
     public var migrations: MigrationOutcome = .completed
     public var memory: MemoryVerdict = .intact
     public var console: ConsoleVerdict = .clean
+    public var devices: DeviceVerdict = .working
+    /// For failed migrations: libvirt's error code (any of these) and a pattern (regular
+    /// expression) its message matches.
+    public var errorCodes: [Int32]?
+    public var errorMessage: String?
+    /// Where the guest is after the last migration, and its state.
+    public var guestOn: MigrationSide?
+    public var guestState: GuestState?
+    /// A failing migration must end (libvirt notices the fault) within this many seconds of it.
+    public var failureDetectedWithinSeconds: Double?
 
-    public init(migrations: MigrationOutcome = .completed, memory: MemoryVerdict = .intact, console: ConsoleVerdict = .clean) {
+    public init(migrations: MigrationOutcome = .completed, memory: MemoryVerdict = .intact, console: ConsoleVerdict = .clean,
+                devices: DeviceVerdict = .working, errorCodes: [Int32]? = nil, errorMessage: String? = nil,
+                guestOn: MigrationSide? = nil, guestState: GuestState? = nil, failureDetectedWithinSeconds: Double? = nil) {
         self.migrations = migrations
         self.memory = memory
         self.console = console
+        self.devices = devices
+        self.errorCodes = errorCodes
+        self.errorMessage = errorMessage
+        self.guestOn = guestOn
+        self.guestState = guestState
+        self.failureDetectedWithinSeconds = failureDetectedWithinSeconds
     }
 }

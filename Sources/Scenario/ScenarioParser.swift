@@ -206,7 +206,8 @@ struct NodeReader {
             }
         }
         var guest = GuestSpec()
-        if let g = m["guest"], let gm = mapping(g, context: "`guest`", allowed: ["memory_mib", "vcpus", "workload_mib"]) {
+        if let g = m["guest"], let gm = mapping(g, context: "`guest`", allowed: ["memory_mib", "vcpus", "workload_mib", "devices"]) {
+            if let d = gm["devices"] { guest.devices = devices(d) }
             if let v = gm["memory_mib"], let n = int(v, key: "memory_mib", range: 64...65536) { guest.memoryMiB = n }
             if let v = gm["vcpus"], let n = int(v, key: "vcpus", range: 1...64) { guest.vcpus = n }
             if let v = gm["workload_mib"], let n = int(v, key: "workload_mib", range: 0...65536) { guest.workloadMiB = n }
@@ -215,12 +216,34 @@ struct NodeReader {
             }
         }
         var steps: [Step] = []
+        deviceModels = Dictionary(guest.devices.map { ($0.name, $0.model) }, uniquingKeysWith: { a, _ in a })
         if let s = m["steps"] { steps = stepList(s, context: "`steps`") }
         var expect = Expectations()
-        if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console"]) {
+        if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s"]) {
             if let v = em["migrations"], let c = choice(v, key: "migrations", as: Expectations.MigrationOutcome.self) { expect.migrations = c }
             if let v = em["memory"], let c = choice(v, key: "memory", as: Expectations.MemoryVerdict.self) { expect.memory = c }
             if let v = em["console"], let c = choice(v, key: "console", as: Expectations.ConsoleVerdict.self) { expect.console = c }
+            if let v = em["devices"], let c = choice(v, key: "devices", as: Expectations.DeviceVerdict.self) { expect.devices = c }
+            if let v = em["failure_detected_within_s"] { expect.failureDetectedWithinSeconds = double(v, key: "failure_detected_within_s", range: 0.1...3600) }
+            if let v = em["error"], let err = mapping(v, context: "`expect.error`", allowed: ["code", "message"]) {
+                // `code: 9`, or `code: [1, 9]` where libvirt reports the same fault either way
+                // depending on which side notices it first.
+                if let c = err["code"] {
+                    if case let .sequence(seq) = c {
+                        expect.errorCodes = seq.compactMap { int($0, key: "code", range: 0...1000).map(Int32.init) }
+                    } else if let n = int(c, key: "code", range: 0...1000) {
+                        expect.errorCodes = [Int32(n)]
+                    }
+                }
+                if let msg = err["message"], let text = string(msg, key: "message") {
+                    if (try? Regex(text)) == nil { error(msg, "`message` is not a valid regular expression: `\(text)`") } else { expect.errorMessage = text }
+                }
+                if expect.migrations == .completed { error(v, "`expect.error` needs `migrations: failed` or `aborted`") }
+            }
+            if let v = em["guest"], let gm = mapping(v, context: "`expect.guest`", allowed: ["on", "state"]) {
+                if let on = gm["on"] { expect.guestOn = choice(on, key: "on", as: MigrationSide.self) }
+                if let st = gm["state"] { expect.guestState = choice(st, key: "state", as: Expectations.GuestState.self) }
+            }
         }
         let scenario = Scenario(name: name ?? "", description: description, tags: tags, guest: guest, steps: steps,
                                 expect: expect, file: file)
@@ -237,7 +260,8 @@ struct NodeReader {
         return seq.compactMap { step($0) }
     }
 
-    static let stepKinds = ["boot", "migrate", "verify", "repeat"]
+    static let stepKinds = ["boot", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset"]
+    static let faultKinds = ["guest-flr", "guest-device-reset", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime"]
 
     mutating func step(_ node: Node) -> Step? {
         guard let map = node.mapping, map.count == 1, let (k, v) = map.first.map({ ($0.key, $0.value) }) else {
@@ -257,7 +281,8 @@ struct NodeReader {
             guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
             return Step(.boot(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
         case "migrate":
-            guard let m = mapping(v, context: "`migrate`", allowed: ["from", "to", "bandwidth_mib_s", "max_downtime_ms", "suspend", "timeout_s"],
+            guard let m = mapping(v, context: "`migrate`", allowed: ["from", "to", "bandwidth_mib_s", "max_downtime_ms", "suspend", "timeout_s",
+                                                                 "faults", "corrupt_stream", "destination"],
                                   required: ["from", "to"]) else { return nil }
             let from = m["from"].flatMap { host($0, key: "from") }
             let to = m["to"].flatMap { host($0, key: "to") }
@@ -265,9 +290,34 @@ struct NodeReader {
             if let b = m["bandwidth_mib_s"] { mig.bandwidthMiBps = int(b, key: "bandwidth_mib_s", range: 0...1_000_000) }
             if let d = m["max_downtime_ms"] { mig.maxDowntimeMs = int(d, key: "max_downtime_ms", range: 1...3_600_000) }
             if let s = m["suspend"] { mig.suspend = bool(s, key: "suspend") ?? false }
+            if let f = m["faults"] { mig.faults = faultList(f) }
+            if let c = m["corrupt_stream"], let cm = mapping(c, context: "`corrupt_stream`", allowed: ["mode", "every_mib"], required: ["mode"]) {
+                mig.corruptStream = cm["mode"].flatMap { choice($0, key: "mode", as: StreamCorruption.self) }
+                if let e = cm["every_mib"], let n = int(e, key: "every_mib", range: 1...100_000) { mig.corruptEveryMiB = n }
+            }
+            if let d = m["destination"], let dm = mapping(d, context: "`destination`", allowed: ["change_model", "remove_device"]) {
+                if let cm = dm["change_model"], let c = mapping(cm, context: "`change_model`", allowed: ["device", "model"], required: ["device", "model"]),
+                   let dev = c["device"].flatMap({ device($0, key: "device") }),
+                   let model = c["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) {
+                    mig.destinationChange = .changeModel(device: dev, model: model)
+                }
+                if let r = dm["remove_device"], let dev = device(r, key: "remove_device") { mig.destinationChange = .removeDevice(dev) }
+                if dm.isEmpty { error(d, "`destination` names a change: `change_model: {device, model}` or `remove_device: NAME`") }
+            }
             if let f = from, let t = to, f == t { error(v, "`migrate` needs two different hosts; from and to are both `\(f)`") }
             guard from != nil, to != nil else { return nil }
             return Step(.migrate(mig), timeoutSeconds: timeout(m), location: loc)
+        case "guest-flr":
+            guard let m = mapping(v, context: "`guest-flr`", allowed: ["device", "mode", "count", "timeout_s"], required: ["device"]),
+                  let dev = m["device"].flatMap({ flrDevice($0) }) else { return nil }
+            let mode = m["mode"].flatMap { choice($0, key: "mode", as: Fault.FLRMode.self) } ?? .rebind
+            let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
+            return Step(.guestFLR(device: dev, mode: mode, count: count), timeoutSeconds: timeout(m), location: loc)
+        case "guest-device-reset":
+            guard let m = mapping(v, context: "`guest-device-reset`", allowed: ["device", "count", "timeout_s"], required: ["device"]),
+                  let dev = m["device"].flatMap({ device($0, key: "device") }) else { return nil }
+            let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
+            return Step(.guestDeviceReset(device: dev, count: count), timeoutSeconds: timeout(m), location: loc)
         case "verify":
             // `verify: [memory, console]`, `verify: memory` or `verify: {memory: true, console: false}`
             var ver = Step.Verify(memory: false, console: false)
@@ -277,9 +327,10 @@ struct NodeReader {
             case .scalar: names = [v]
             case let .sequence(s): names = Array(s)
             default:
-                guard let m = mapping(v, context: "`verify`", allowed: ["memory", "console", "timeout_s"]) else { return nil }
+                guard let m = mapping(v, context: "`verify`", allowed: ["memory", "console", "devices", "timeout_s"]) else { return nil }
                 ver.memory = m["memory"].flatMap { bool($0, key: "memory") } ?? false
                 ver.console = m["console"].flatMap { bool($0, key: "console") } ?? false
+                ver.devices = m["devices"].flatMap { bool($0, key: "devices") } ?? false
                 stepTimeout = timeout(m)
                 names = []
             }
@@ -287,10 +338,11 @@ struct NodeReader {
                 switch n.scalar?.string {
                 case "memory": ver.memory = true
                 case "console": ver.console = true
-                default: error(n, "`verify` checks `memory` and `console`; found \(describe(n))")
+                case "devices": ver.devices = true
+                default: error(n, "`verify` checks `memory`, `console` and `devices`; found \(describe(n))")
                 }
             }
-            if !ver.memory && !ver.console { error(v, "`verify` checks nothing; name `memory`, `console` or both") }
+            if !ver.memory && !ver.console && !ver.devices { error(v, "`verify` checks nothing; name `memory`, `console` or `devices`") }
             return Step(.verify(ver), timeoutSeconds: stepTimeout, location: loc)
         default: // repeat
             guard let m = mapping(v, context: "`repeat`", allowed: ["times", "steps"], required: ["times", "steps"]) else { return nil }
@@ -330,8 +382,127 @@ struct NodeReader {
                     flowError("`verify: memory` needs the memory workload; `guest.workload_mib` is 0")
                 }
             case .repeat: break
+            case .guestFLR, .guestDeviceReset:
+                if at == nil { flowError("`\(step.kind)` before `boot`: boot the guest first") }
             }
         }
+    }
+
+    // MARK: devices and faults
+
+    /// Device names the steps may use (set from `guest.devices` before the steps are read).
+    var deviceModels: [String: GuestDevice.Model] = [:]
+
+    mutating func devices(_ node: Node) -> [GuestDevice] {
+        guard case let .sequence(seq) = node else {
+            error(node, "`devices` must be a list like `[{name: nic0, model: virtio-net}]`; found \(describe(node))")
+            return []
+        }
+        var out: [GuestDevice] = []
+        for item in seq {
+            guard let m = mapping(item, context: "a device", allowed: ["name", "model"], required: ["name", "model"]),
+                  let name = m["name"].flatMap({ host($0, key: "name") }),
+                  let model = m["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) else { continue }
+            if out.contains(where: { $0.name == name }) { error(item, "device name `\(name)` is used twice") }
+            out.append(GuestDevice(name: name, model: model))
+        }
+        if out.count > 8 { error(node, "at most 8 devices") }
+        return out
+    }
+
+    /// A device name the guest has.
+    mutating func device(_ node: Node, key: String) -> String? {
+        guard let name = string(node, key: key) else { return nil }
+        guard deviceModels[name] != nil else {
+            error(node, "`\(key)`: the guest has no device `\(name)`; it has \(deviceModels.keys.sorted().joined(separator: ", "))")
+            return nil
+        }
+        return name
+    }
+
+    /// A device that can take an FLR (a PCIe function advertising FLReset+).
+    mutating func flrDevice(_ node: Node) -> String? {
+        guard let name = device(node, key: "device") else { return nil }
+        if let model = deviceModels[name], !model.supportsFLR {
+            error(node, "device `\(name)` is an \(model.rawValue), which has no FLR (its reset_method is \"pm bus\"); use a virtio-net device, or `guest-device-reset`")
+            return nil
+        }
+        return name
+    }
+
+    mutating func faultList(_ node: Node) -> [Fault] {
+        guard case let .sequence(seq) = node else {
+            error(node, "`faults` must be a list like `[{abort: {at: {after_ms: 1000}}}]`; found \(describe(node))")
+            return []
+        }
+        return seq.compactMap { fault($0) }
+    }
+
+    mutating func fault(_ node: Node) -> Fault? {
+        guard let map = node.mapping, map.count == 1, let (k, v) = map.first.map({ ($0.key, $0.value) }) else {
+            error(node, "a fault is a mapping with one key, the fault kind (\(Self.faultKinds.joined(separator: ", "))); found \(describe(node))")
+            return nil
+        }
+        guard let kind = k.scalar?.string, Self.faultKinds.contains(kind) else {
+            error(k, "unknown fault kind \(describe(k)); known: \(Self.faultKinds.joined(separator: ", "))")
+            return nil
+        }
+        var allowed = ["at", "every_ms"]
+        switch kind {
+        case "guest-flr": allowed += ["device", "mode", "loop"]
+        case "guest-device-reset": allowed += ["device", "loop"]
+        case "abort", "kill-qemu", "kill-libvirtd": allowed += ["side"]
+        case "network-partition": allowed += ["mode", "duration_ms"]
+        default: allowed += ["max_downtime_ms"]
+        }
+        let empty = Node.mapping(Node.Mapping([]))
+        guard let m = mapping(v.scalar?.string.isEmpty == true ? empty : v, context: "`\(kind)`", allowed: allowed) else { return nil }
+        let trigger = m["at"].flatMap { self.trigger($0) } ?? .afterMs(0)
+        let every = m["every_ms"].flatMap { int($0, key: "every_ms", range: 10...3_600_000) }
+        let side = m["side"].flatMap { choice($0, key: "side", as: MigrationSide.self) }
+        let loop = m["loop"].flatMap { bool($0, key: "loop") } ?? false
+        let action: Fault.Action
+        switch kind {
+        case "guest-flr":
+            guard let dev = m["device"].flatMap({ flrDevice($0) }) else {
+                if m["device"] == nil { error(v, "`guest-flr` needs `device`") }
+                return nil
+            }
+            action = .guestFLR(device: dev, mode: m["mode"].flatMap { choice($0, key: "mode", as: Fault.FLRMode.self) } ?? .rebind, loop: loop)
+        case "guest-device-reset":
+            guard let dev = m["device"].flatMap({ device($0, key: "device") }) else {
+                if m["device"] == nil { error(v, "`guest-device-reset` needs `device`") }
+                return nil
+            }
+            action = .guestDeviceReset(device: dev, loop: loop)
+        case "abort": action = .abort(side: side ?? .source)
+        case "kill-qemu": action = .killQEMU(side: side ?? .destination)
+        case "kill-libvirtd": action = .killLibvirtd(side: side ?? .destination)
+        case "network-partition":
+            let mode = m["mode"].flatMap { choice($0, key: "mode", as: Fault.PartitionMode.self) } ?? .linkDown
+            let d = m["duration_ms"].flatMap { int($0, key: "duration_ms", range: 1...3_600_000) } ?? 5000
+            action = .networkPartition(mode: mode, durationMs: d)
+        default:
+            guard let ms = m["max_downtime_ms"].flatMap({ int($0, key: "max_downtime_ms", range: 1...3_600_000) }) else {
+                if m["max_downtime_ms"] == nil { error(v, "`set-max-downtime` needs `max_downtime_ms`") }
+                return nil
+            }
+            action = .setMaxDowntime(ms: ms)
+        }
+        return Fault(action, trigger: trigger, everyMs: every, location: location(k))
+    }
+
+    mutating func trigger(_ node: Node) -> Trigger? {
+        guard let m = mapping(node, context: "`at`", allowed: ["after_ms", "iteration", "remaining_below_mib", "remaining_below_fraction"]) else { return nil }
+        guard m.count == 1 else {
+            error(node, "`at` takes exactly one condition: after_ms, iteration, remaining_below_mib or remaining_below_fraction")
+            return nil
+        }
+        if let v = m["after_ms"] { return int(v, key: "after_ms", range: 0...86_400_000).map { .afterMs($0) } }
+        if let v = m["iteration"] { return int(v, key: "iteration", range: 1...1_000_000).map { .iteration($0) } }
+        if let v = m["remaining_below_mib"] { return double(v, key: "remaining_below_mib", range: 0...1_000_000).map { .remainingBelowMiB($0) } }
+        if let v = m["remaining_below_fraction"] { return double(v, key: "remaining_below_fraction", range: 0...1).map { .remainingBelowFraction($0) } }
+        return nil
     }
 }
 

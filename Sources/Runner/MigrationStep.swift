@@ -1,0 +1,348 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Lab
+import Libvirt
+import Scenario
+import Synchronization
+
+/// The migrate step: one live migration through libvirt, with the faults the scenario fires
+/// while it is in flight, and the checks after a failed one.
+extension ScenarioExecution {
+    /// Port of the destination QEMU when a stream proxy sits in front of it (outside the
+    /// 49152-49215 range libvirt picks from).
+    static let proxiedMigrationPort: UInt16 = 49300
+    /// How often the job statistics are read while a migration runs: a fault lands within
+    /// this (plus one libvirt call) of its trigger condition.
+    static let pollInterval: Duration = .milliseconds(25)
+
+    /// A fault with its firing state.
+    final class ArmedFault: @unchecked Sendable {
+        let fault: Fault
+        var fired = 0
+        var nextFireMs: Double?
+        var guestPid: Int?
+        var guestHost: String?
+        var conditionSeenMs: Double?
+        init(_ f: Fault) { fault = f }
+    }
+
+    /// Migrates the guest; returns false when the outcome differs from the scenario's expectation.
+    func migrate(_ m: Step.Migrate, deadline: ContinuousClock.Instant) async throws -> Bool {
+        let src = try host(m.from), dst = try host(m.to)
+        guard location == m.from else {
+            throw RunnerError.step("cannot migrate from \(m.from): the guest is on \(location ?? "no host")")
+        }
+        guard let dom = try src.connection.domain(named: domainName), dom.isActive else {
+            throw RunnerError.step("guest \(domainName) is not running on \(m.from)")
+        }
+        lastMigration = (m.from, m.to)
+        if let ms = m.maxDowntimeMs { try dom.setMaxDowntime(milliseconds: UInt64(ms)) }
+        var flags: MigrationFlags = [.live, .peerToPeer, .persistDestination, .undefineSource]
+        if m.suspend { flags.insert(.suspend) }
+        var params = MigrationParameters(bandwidthMiBps: m.bandwidthMiBps.map(UInt64.init))
+
+        // A destination whose definition differs from the source's.
+        if let change = m.destinationChange {
+            params.destinationXML = try changedDefinition(try dom.xml(migratable: true), change)
+        }
+        // A proxy that damages the stream: it takes the destination's migration address; the
+        // destination QEMU listens on the host's second address.
+        var proxy: StreamProxy?
+        if let mode = m.corruptStream {
+            guard let actions = dst.actions, let ns = actions.networkNamespacePath, let second = actions.secondaryAddress,
+                  let address = dst.migrationAddress else {
+                throw RunnerError.step("corrupt_stream needs a lab that can run a proxy on host \(m.to) (the built-in lab can)")
+            }
+            let p = StreamProxy(namespacePath: ns, listen: (address, Self.proxiedMigrationPort),
+                                target: (second, Self.proxiedMigrationPort),
+                                corruptor: StreamCorruptor(mode: mode, everyMiB: m.corruptEveryMiB))
+            try p.start()
+            proxy = p
+            params.migrationURI = "tcp://\(address):\(Self.proxiedMigrationPort)"
+            params.listenAddress = second
+        }
+
+        let faults = m.faults.map(ArmedFault.init)
+        let label = "[\(scenario.name)] migrate \(m.from) -> \(m.to)"
+        progress.show(label)
+        let t0 = ContinuousClock.now
+        let done = DoneFlag()
+        let job = Task {
+            defer { done.set() }
+            try await dom.migrate(to: dst.peerURI, parameters: params, flags: flags)
+        }
+        var restores: [Task<Void, Never>] = []
+        var timedOut = false
+        var firstFaultMs: Double?
+        var lastJournaled = -1000.0
+        // Poll the job: live line, journal (every 100 ms), triggers (every poll), deadline.
+        // (Awaiting the job inside a task group would not do: a task group waits for all its
+        // children, and awaiting another task's result ignores cancellation.)
+        var abortedForCancel = false
+        while !done.isSet {
+            // Ctrl-C or SIGTERM: abort the job, then keep waiting for libvirt to end it.
+            if Task.isCancelled && !abortedForCancel {
+                abortedForCancel = true
+                try? dom.abortJob()
+            }
+            await sleepIgnoringCancellation(Self.pollInterval)
+            if done.isSet { break }
+            let nowMs = (ContinuousClock.now - t0).seconds * 1000
+            let stats = try? dom.jobStats()
+            if let s = stats, s.isActive {
+                if nowMs - lastJournaled >= 100 {
+                    var e = event(.migrationProgress)
+                    e.progress = MigrationStats(s)
+                    journal.record(e)
+                    lastJournaled = nowMs
+                }
+                progress.show(label + "  " + ProgressLine.describe(s))
+            }
+            for f in faults where shouldFire(f, stats: stats, nowMs: nowMs) {
+                let firedMs = (ContinuousClock.now - t0).seconds * 1000
+                firstFaultMs = firstFaultMs ?? firedMs
+                var rec = FaultRecord(kind: f.fault.kind, trigger: f.fault.trigger.description + (f.fault.everyMs.map { ", every \($0) ms" } ?? ""),
+                                      firedAtMs: (firedMs * 10).rounded() / 10)
+                rec.conditionSeenAtMs = f.conditionSeenMs.map { ($0 * 10).rounded() / 10 }
+                rec.stats = stats.map(MigrationStats.init)
+                if let r = await fire(f, migration: m, source: src, destination: dst, domain: dom, record: &rec) { restores.append(r) }
+                var e = event(.fault)
+                e.fault = rec
+                journal.record(e)
+            }
+            if ContinuousClock.now >= deadline && !timedOut {
+                timedOut = true
+                try? dom.abortJob()
+            }
+        }
+        let result = await job.result
+        let endMs = (ContinuousClock.now - t0).seconds * 1000
+        let wall = endMs / 1000
+        progress.clear()
+        for r in restores { await r.value }   // links come back before anything else happens
+        let proxySummary = proxy?.stop()
+
+        var record: MigrationRecord
+        switch result {
+        case .success:
+            // The destination keeps the completed job's statistics (downtime, iterations).
+            let stats = (try? dst.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
+            record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
+                                     stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
+            location = m.to
+        case let .failure(error):
+            let lv = error as? LibvirtError
+            let outcome = lv?.code == LibvirtError.operationAborted && !timedOut ? "aborted" : "failed"
+            let stats = (try? src.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
+            record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats.map(MigrationStats.init) ?? MigrationStats(),
+                                     wallSeconds: wall, errorCode: lv?.code, errorDomain: lv?.domain,
+                                     errorMessage: timedOut ? "step deadline reached, migration aborted: \(error)" : (lv?.message ?? "\(error)"))
+            if let f = firstFaultMs { failureDetectionMs.append(endMs - f) }
+        }
+        migrationOutcomes.append(record.outcome)
+        migrationRecords.append(record)
+        var e = event(.migrationFinished)
+        e.migration = record
+        e.outcome = record.outcome
+        if let p = proxySummary {
+            e.details = ["proxy_bytes": "\(p.bytes)", "proxy_flips": "\(p.flips)", "proxy_pages_hit": "\(p.pagesHit)"]
+            if let err = p.error { e.details?["proxy_error"] = err }
+        }
+        journal.record(e)
+
+        try await afterMigration(m, faults: faults, outcome: record.outcome, source: src, destination: dst)
+        if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within the step's deadline") }
+        return record.outcome == scenario.expect.migrations.rawValue
+    }
+
+    /// A pause that also works in a cancelled task (Task.sleep would return at once there).
+    func sleepIgnoringCancellation(_ d: Duration) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().asyncAfter(deadline: .now() + d.seconds) { c.resume() }
+        }
+    }
+
+    /// Set once, read from the polling loop.
+    final class DoneFlag: Sendable {
+        private let value = Mutex(false)
+        func set() { value.withLock { $0 = true } }
+        var isSet: Bool { value.withLock { $0 } }
+    }
+
+    /// Whether `f` fires now; records when its condition was first seen.
+    func shouldFire(_ f: ArmedFault, stats: JobStats?, nowMs: Double) -> Bool {
+        if f.fired > 0 {
+            guard let every = f.fault.everyMs, let next = f.nextFireMs, nowMs >= next else { return false }
+            f.nextFireMs = next + Double(every)
+            f.fired += 1
+            return true
+        }
+        let holds: Bool
+        switch f.fault.trigger {
+        case let .afterMs(ms):
+            holds = nowMs >= Double(ms)
+        case let .iteration(n):
+            holds = (stats?.memoryIterations ?? 0) >= UInt64(n)
+        case let .remainingBelowMiB(mib):
+            holds = (stats?.memoryIterations ?? 0) >= 1 && (stats?.dataRemainingBytes).map { Double($0) < mib * 1_048_576 } == true
+        case let .remainingBelowFraction(fr):
+            if let s = stats, (s.memoryIterations ?? 0) >= 1, let total = s.dataTotalBytes, total > 0, let rem = s.dataRemainingBytes {
+                holds = Double(rem) / Double(total) < fr
+            } else {
+                holds = false
+            }
+        }
+        guard holds else { return false }
+        f.conditionSeenMs = f.conditionSeenMs ?? nowMs
+        f.fired = 1
+        if let every = f.fault.everyMs { f.nextFireMs = nowMs + Double(every) }
+        return true
+    }
+
+    /// Performs a fault; returns a task that undoes it later (network partitions).
+    func fire(_ f: ArmedFault, migration m: Step.Migrate, source: LabHost, destination: LabHost, domain: Domain,
+              record rec: inout FaultRecord) async -> Task<Void, Never>? {
+        func side(_ s: MigrationSide) -> LabHost { s == .source ? source : destination }
+        do {
+            switch f.fault.action {
+            case let .guestFLR(device, mode, loop):
+                rec.host = source.name
+                let mac = try mac(of: device)
+                let agent = GuestAgent(domain: domain)
+                f.guestPid = try await agent.exec(Self.guestctl, ["flr", mac, mode.rawValue, loop ? "0" : "1"])
+                f.guestHost = source.name
+                rec.result = loop ? "FLR loop started (guest pid \(f.guestPid!))" : "FLR started"
+            case let .guestDeviceReset(device, loop):
+                rec.host = source.name
+                let mac = try mac(of: device)
+                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, ["reset", mac, loop ? "0" : "1"])
+                f.guestHost = source.name
+                rec.result = loop ? "reset loop started (guest pid \(f.guestPid!))" : "reset started"
+            case let .abort(s):
+                let h = side(s)
+                rec.host = h.name
+                guard let d = try h.connection.domain(named: domainName) else { throw RunnerError.step("no guest on \(h.name)") }
+                try d.abortJob()
+                rec.result = "ok"
+            case let .killQEMU(s):
+                let h = side(s)
+                rec.host = h.name
+                guard let a = h.actions else { throw RunnerError.step("the lab cannot kill processes on \(h.name)") }
+                rec.result = "killed QEMU pid \(try a.killQEMU(domain: domainName))"
+            case let .killLibvirtd(s):
+                let h = side(s)
+                rec.host = h.name
+                guard let a = h.actions else { throw RunnerError.step("the lab cannot kill processes on \(h.name)") }
+                rec.result = "killed libvirtd pid \(try a.killLibvirtd())"
+            case let .networkPartition(mode, durationMs):
+                rec.host = destination.name
+                guard let a = destination.actions else { throw RunnerError.step("the lab cannot cut \(destination.name)'s link") }
+                let loss = mode == .loss
+                try a.cutLink(lossOnly: loss)
+                rec.result = "link cut (\(mode.rawValue)) for \(durationMs) ms"
+                return Task {
+                    try? await Task.sleep(for: .milliseconds(durationMs))
+                    try? a.restoreLink(lossOnly: loss)
+                }
+            case let .setMaxDowntime(ms):
+                rec.host = source.name
+                try domain.setMaxDowntime(milliseconds: UInt64(ms))
+                rec.result = "max downtime \(ms) ms"
+            }
+        } catch {
+            rec.error = "\(error)"
+        }
+        return nil
+    }
+
+    /// After the migration: stop guest-side loops and collect their counts; after a failure,
+    /// bring back a killed daemon and check that the destination holds nothing and the guest
+    /// still runs on the source with its memory intact.
+    func afterMigration(_ m: Step.Migrate, faults: [ArmedFault], outcome: String, source: LabHost, destination: LabHost) async throws {
+        for f in faults {
+            if case let .killLibvirtd(s) = f.fault.action, f.fired > 0 {
+                let h = s == .source ? source : destination
+                try await h.reconnect(until: .now + .seconds(60))
+                var e = event(.note)
+                e.message = "libvirtd of host \(h.name) is back (restarted by the lab); reconnected"
+                journal.record(e)
+            }
+        }
+        for f in faults where f.guestPid != nil {
+            // The guest is where the migration left it; qemu-ga's exec table moved with it.
+            guard let here = location, let dom = try? host(here).connection.domain(named: domainName), dom.isActive else { continue }
+            let agent = GuestAgent(domain: dom)
+            _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
+            let status = try? await retry(until: .now + .seconds(30), what: "guest device loop") {
+                let s = try await agent.execStatus(f.guestPid!)
+                guard s.exited else { throw RunnerError.step("still running") }
+                return s
+            }
+            var rec = FaultRecord(kind: f.fault.kind, trigger: "end of migration", firedAtMs: 0)
+            rec.host = here
+            rec.result = status.map { $0.output.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "the guest loop did not report"
+            var e = event(.fault)
+            e.fault = rec
+            e.message = "guest-side loop collected"
+            journal.record(e)
+        }
+        guard outcome != "completed" else { return }
+        // Nothing may be left on the destination.
+        var leftover = "clean"
+        if let d = try? destination.connection.domain(named: domainName) {
+            let st = (try? d.state().state.description) ?? "?"
+            leftover = "guest left behind (\(st))"
+            if d.isActive { try? await d.destroy() }
+            try? d.undefine()
+        }
+        afterFailure.append(ExpectationRecord(what: "destination after failed migration #\(migrationRecords.count)",
+                                              expected: "clean", observed: leftover))
+        // The guest stays on the source; when it still runs there, its memory must be intact.
+        location = m.from
+        if let d = try? source.connection.domain(named: domainName), d.isActive {
+            let t0 = ContinuousClock.now
+            let r = try await verifyMemory(on: source, deadline: .now + .seconds(120))
+            var ph = event(.phase)
+            ph.phase = "verification"
+            ph.durationSeconds = (ContinuousClock.now - t0).seconds
+            ph.message = "memory check on the source after the failed migration"
+            journal.record(ph)
+            var rec = r
+            rec.detail = "after the failed migration, on the source: " + (r.detail ?? "")
+            memoryVerdicts.append(r.verdict == "pass")
+            var e = event(.verification)
+            e.verification = rec
+            e.outcome = rec.verdict
+            journal.record(e)
+        } else {
+            location = nil
+            var e = event(.note)
+            e.message = "the guest is gone from the source after the failed migration"
+            journal.record(e)
+        }
+    }
+
+    /// The source's migratable definition with one device changed or removed.
+    func changedDefinition(_ xml: String, _ change: DestinationChange) throws -> String {
+        let doc = try XMLDocument(xmlString: xml)
+        let interfaces = try doc.nodes(forXPath: "/domain/devices/interface").compactMap { $0 as? XMLElement }
+        func element(for device: String) throws -> XMLElement {
+            let mac = try mac(of: device)
+            guard let e = interfaces.first(where: { ($0.elements(forName: "mac").first?.attribute(forName: "address")?.stringValue)?.lowercased() == mac }) else {
+                throw RunnerError.step("device \(device) (\(mac)) is not in the guest's definition")
+            }
+            return e
+        }
+        switch change {
+        case let .changeModel(device, model):
+            let e = try element(for: device)
+            e.elements(forName: "model").first?.attribute(forName: "type")?.stringValue = model.libvirtModel
+        case let .removeDevice(device):
+            let e = try element(for: device)
+            e.detach()
+        }
+        return doc.xmlString
+    }
+}

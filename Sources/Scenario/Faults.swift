@@ -1,0 +1,122 @@
+/// Emulated PCIe devices a scenario gives its guest. On the built-in lab they stand in for
+/// passthrough devices; each has a name that steps and faults use.
+public struct GuestDevice: Sendable, Equatable, Codable {
+    public enum Model: String, Sendable, Codable, CaseIterable {
+        /// virtio-net-pci behind a pcie-root-port: advertises FLR (`FLReset+`, reset_method "flr pm bus").
+        case virtioNet = "virtio-net"
+        /// Intel 82574L: no FLR (reset_method "pm bus").
+        case e1000e
+
+        public var supportsFLR: Bool { self == .virtioNet }
+        /// libvirt's `<model type=...>` for the NIC.
+        public var libvirtModel: String { self == .virtioNet ? "virtio" : "e1000e" }
+    }
+    public var name: String
+    public var model: Model
+    public init(name: String, model: Model) {
+        self.name = name
+        self.model = model
+    }
+}
+
+/// When a fault fires, evaluated from the migration's job statistics.
+public enum Trigger: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// Milliseconds after the migration started.
+    case afterMs(Int)
+    /// When libvirt reports memory iteration `n` (1 = the bulk pass).
+    case iteration(Int)
+    /// When the data still to send falls below this many MiB (after the bulk pass began).
+    case remainingBelowMiB(Double)
+    /// When the data still to send falls below this fraction of the total.
+    case remainingBelowFraction(Double)
+
+    public var description: String {
+        switch self {
+        case let .afterMs(n): "after \(n) ms"
+        case let .iteration(n): "at iteration \(n)"
+        case let .remainingBelowMiB(m): "remaining < \(m) MiB"
+        case let .remainingBelowFraction(f): "remaining < \(f) of total"
+        }
+    }
+}
+
+/// Which side of a migration a host-side fault hits.
+public enum MigrationSide: String, Sendable, Codable, CaseIterable {
+    case source, destination
+}
+
+/// A fault that fires while a migration step is in flight.
+public struct Fault: Sendable, Equatable, Codable {
+    public enum Action: Sendable, Equatable, Codable {
+        /// FLR of a guest device from inside the guest (sysfs reset with reset_method flr).
+        case guestFLR(device: String, mode: FLRMode, loop: Bool)
+        /// Driver unbind and bind inside the guest (a virtio device reset).
+        case guestDeviceReset(device: String, loop: Bool)
+        /// virDomainAbortJob on the source (or the destination, where libvirt allows it).
+        case abort(side: MigrationSide)
+        /// SIGKILL to the QEMU of the guest on one side.
+        case killQEMU(side: MigrationSide)
+        /// SIGKILL to the libvirt daemon of one side; the lab restarts it.
+        case killLibvirtd(side: MigrationSide)
+        /// Cut the link between the hosts for `durationMs`.
+        case networkPartition(mode: PartitionMode, durationMs: Int)
+        /// Raise the maximum downtime so that a migration that does not converge can finish.
+        case setMaxDowntime(ms: Int)
+    }
+
+    public enum FLRMode: String, Sendable, Codable, CaseIterable {
+        /// FLR with the driver bound.
+        case bound
+        /// Unbind, FLR, bind.
+        case rebind
+    }
+
+    public enum PartitionMode: String, Sendable, Codable, CaseIterable {
+        /// The destination's link goes down.
+        case linkDown = "link-down"
+        /// 100% packet loss with tc netem.
+        case loss
+    }
+
+    public var action: Action
+    public var trigger: Trigger
+    /// Fire again every this many ms while the migration runs.
+    public var everyMs: Int?
+    public var location: SourceLocation?
+
+    public init(_ action: Action, trigger: Trigger = .afterMs(0), everyMs: Int? = nil, location: SourceLocation? = nil) {
+        self.action = action
+        self.trigger = trigger
+        self.everyMs = everyMs
+        self.location = location
+    }
+
+    public var kind: String {
+        switch action {
+        case .guestFLR: "guest-flr"
+        case .guestDeviceReset: "guest-device-reset"
+        case .abort: "abort"
+        case .killQEMU: "kill-qemu"
+        case .killLibvirtd: "kill-libvirtd"
+        case .networkPartition: "network-partition"
+        case .setMaxDowntime: "set-max-downtime"
+        }
+    }
+}
+
+/// Damage done to the migration stream by a proxy between the two QEMUs.
+public enum StreamCorruption: String, Sendable, Equatable, Codable, CaseIterable {
+    /// Flip the first bytes of the stream (its magic): the destination must refuse it.
+    case header
+    /// Flip one byte in the body of every workload page the stream carries: QEMU accepts the
+    /// stream, so only the memory oracle can catch it (the negative control).
+    case payload
+    /// Flip one byte every `every_mib` MiB, wherever it falls.
+    case flipEvery = "flip-every"
+}
+
+/// A destination whose guest definition differs from the source's.
+public enum DestinationChange: Sendable, Equatable, Codable {
+    case changeModel(device: String, model: GuestDevice.Model)
+    case removeDevice(String)
+}
