@@ -32,8 +32,9 @@ let package = Package(
         // build` compiles with the system C compiler (SwiftPM links every executable it builds
         // against the Swift runtime, which a guest does not have).
         .target(name: "Lab", dependencies: [
-            "Libvirt", "CSystem",
+            "Libvirt", "CSystem", "PCI", "Scenario",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
         ], resources: [.copy("Guest")]),
         // Devices: the VFIO migration uAPI (state machine model, real ioctl backend,
         // reference device, DMA logging, virtio device context).
@@ -57,7 +58,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "PCI", "Scenario", "Libvirt"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),

@@ -42,6 +42,8 @@ public struct GuestSpec: Sendable, Equatable, Codable {
     public var workloadMiB: Int = 64
     /// Emulated PCIe devices; by default one virtio-net NIC named nic0.
     public var devices: [GuestDevice] = [GuestDevice(name: "nic0", model: .virtioNet)]
+    /// Passthrough device requirements (hardware labs): kinds and counts, never addresses.
+    public var passthrough: [PassthroughRequirement] = []
     public init(memoryMiB: Int = 256, vcpus: Int = 2, workloadMiB: Int = 64,
                 devices: [GuestDevice] = [GuestDevice(name: "nic0", model: .virtioNet)]) {
         self.memoryMiB = memoryMiB

@@ -206,8 +206,9 @@ struct NodeReader {
             }
         }
         var guest = GuestSpec()
-        if let g = m["guest"], let gm = mapping(g, context: "`guest`", allowed: ["memory_mib", "vcpus", "workload_mib", "devices"]) {
+        if let g = m["guest"], let gm = mapping(g, context: "`guest`", allowed: ["memory_mib", "vcpus", "workload_mib", "devices", "passthrough"]) {
             if let d = gm["devices"] { guest.devices = devices(d) }
+            if let p = gm["passthrough"] { guest.passthrough = passthrough(p) }
             if let v = gm["memory_mib"], let n = int(v, key: "memory_mib", range: 64...65536) { guest.memoryMiB = n }
             if let v = gm["vcpus"], let n = int(v, key: "vcpus", range: 1...64) { guest.vcpus = n }
             if let v = gm["workload_mib"], let n = int(v, key: "workload_mib", range: 0...65536) { guest.workloadMiB = n }
