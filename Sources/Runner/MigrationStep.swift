@@ -179,26 +179,31 @@ extension ScenarioExecution {
             f.fired += 1
             return true
         }
-        let holds: Bool
-        switch f.fault.trigger {
-        case let .afterMs(ms):
-            holds = nowMs >= Double(ms)
-        case let .iteration(n):
-            holds = (stats?.memoryIterations ?? 0) >= UInt64(n)
-        case let .remainingBelowMiB(mib):
-            holds = (stats?.memoryIterations ?? 0) >= 1 && (stats?.dataRemainingBytes).map { Double($0) < mib * 1_048_576 } == true
-        case let .remainingBelowFraction(fr):
-            if let s = stats, (s.memoryIterations ?? 0) >= 1, let total = s.dataTotalBytes, total > 0, let rem = s.dataRemainingBytes {
-                holds = Double(rem) / Double(total) < fr
-            } else {
-                holds = false
-            }
-        }
+        let holds = Self.triggerHolds(f.fault.trigger, stats: stats, nowMs: nowMs)
         guard holds else { return false }
         f.conditionSeenMs = f.conditionSeenMs ?? nowMs
         f.fired = 1
         if let every = f.fault.everyMs { f.nextFireMs = nowMs + Double(every) }
         return true
+    }
+
+    /// Whether a trigger's condition holds, from the job statistics and the time since the
+    /// migration started. Size conditions only count once the bulk pass has begun (before it,
+    /// libvirt reports nothing remaining).
+    static func triggerHolds(_ trigger: Trigger, stats: JobStats?, nowMs: Double) -> Bool {
+        switch trigger {
+        case let .afterMs(ms):
+            return nowMs >= Double(ms)
+        case let .iteration(n):
+            return (stats?.memoryIterations ?? 0) >= UInt64(n)
+        case let .remainingBelowMiB(mib):
+            guard let s = stats, (s.memoryIterations ?? 0) >= 1, let rem = s.dataRemainingBytes else { return false }
+            return Double(rem) < mib * 1_048_576
+        case let .remainingBelowFraction(fr):
+            guard let s = stats, (s.memoryIterations ?? 0) >= 1, let total = s.dataTotalBytes, total > 0,
+                  let rem = s.dataRemainingBytes else { return false }
+            return Double(rem) / Double(total) < fr
+        }
     }
 
     /// Performs a fault; returns a task that undoes it later (network partitions).

@@ -73,7 +73,7 @@ public struct StreamCorruptor: Sendable {
                 }
             }
             for i in 0..<n { record(match: start + UInt64(hits[i])) }
-            tail = Array(buf.suffix(m - 1))
+            tail = Array((tail + buf).suffix(m - 1))
         }
         // Apply flips that fall in this chunk.
         var keep: [UInt64] = []

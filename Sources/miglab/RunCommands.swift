@@ -77,6 +77,7 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Leave the built-in lab up after the run when the run brought it up.") var keepLab = false
     @Flag(help: "Run on a QEMU older than 10 (results are not trustworthy).") var allowOldQemu = false
     @Flag(help: "Debug logging.") var verbose = false
+    @Flag(help: .hidden) var disableMemoryOracle = false
 
     func run() async throws {
         bootstrapLogging(verbose: verbose)
@@ -89,7 +90,8 @@ struct RunCommand: AsyncParsableCommand {
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
                                                 formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime])
         let dir = artifacts ?? "artifacts/\(stamp.replacingOccurrences(of: ":", with: ""))"
-        let config = RunConfiguration(artifactsDirectory: dir, liveProgress: isatty(2) == 1)
+        let config = RunConfiguration(artifactsDirectory: dir, liveProgress: isatty(2) == 1,
+                                      memoryOracleEnabled: !disableMemoryOracle)
         let controller = try RunController(config: config,
                                            provider: BuiltinLabProvider(allowOldQEMU: allowOldQemu, keepUp: keepLab))
         print("miglab: journal \(controller.journal.path)")

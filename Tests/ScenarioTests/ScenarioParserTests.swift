@@ -148,3 +148,75 @@ struct ScenarioParserTests {
         #expect(throws: ScenarioErrors.self) { try ScenarioParser().parse(file: "/nonexistent/x.yaml") }
     }
 }
+
+struct FaultSyntaxTests {
+    func diagnostics(_ text: String) -> [Diagnostic] {
+        do {
+            _ = try ScenarioParser().parse(text, file: "f.yaml")
+            return []
+        } catch {
+            return error.diagnostics
+        }
+    }
+
+    @Test func faultScenarioParses() throws {
+        let s = try ScenarioParser().parse("""
+        name: x
+        guest: {devices: [{name: nic0, model: virtio-net}, {name: nic1, model: e1000e}]}
+        steps:
+          - boot: a
+          - guest-flr: {device: nic0, mode: bound, count: 3}
+          - migrate:
+              from: a
+              to: b
+              corrupt_stream: {mode: flip-every, every_mib: 4}
+              destination: {change_model: {device: nic1, model: virtio-net}}
+              faults:
+                - abort: {side: destination, at: {remaining_below_fraction: 0.5}}
+                - network-partition: {mode: loss, duration_ms: 2000, at: {iteration: 3}}
+                - guest-device-reset: {device: nic1, loop: true, every_ms: 500}
+                - set-max-downtime: {max_downtime_ms: 900, at: {remaining_below_mib: 12.5}}
+        expect: {migrations: failed, error: {code: [1, 9], message: "Unable to .*"}, guest: {on: source, state: running}}
+        """, file: "f.yaml")
+        guard case let .migrate(m) = s.steps[2].action else { Issue.record("no migrate"); return }
+        #expect(m.corruptStream == .flipEvery && m.corruptEveryMiB == 4)
+        #expect(m.destinationChange == .changeModel(device: "nic1", model: .virtioNet))
+        #expect(m.faults.map(\.kind) == ["abort", "network-partition", "guest-device-reset", "set-max-downtime"])
+        #expect(m.faults[0].action == .abort(side: .destination))
+        #expect(m.faults[0].trigger == .remainingBelowFraction(0.5))
+        #expect(m.faults[2].everyMs == 500)
+        #expect(s.expect.errorCodes == [1, 9])
+        #expect(s.expect.guestOn == .source)
+    }
+
+    @Test func flrOnADeviceWithoutFLRIsRefused() {
+        let d = diagnostics("""
+        name: x
+        guest: {devices: [{name: nic1, model: e1000e}]}
+        steps:
+          - boot: a
+          - guest-flr: {device: nic1}
+          - migrate: {from: a, to: b, faults: [{guest-flr: {device: nic1}}]}
+        """)
+        #expect(d.count == 2)
+        #expect(d.allSatisfy { $0.message.contains("has no FLR") })
+        #expect(d.map(\.location.line) == [5, 6])
+    }
+
+    @Test func badFaults() {
+        let d = diagnostics("""
+        name: x
+        steps:
+          - boot: a
+          - migrate:
+              from: a
+              to: b
+              faults:
+                - explode: {}
+                - abort: {at: {after_ms: 1, iteration: 2}}
+                - kill-qemu: {side: sideways}
+                - guest-flr: {device: nic9}
+        """)
+        #expect(d.map(\.location.line) == [8, 9, 10, 11])
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+
+/// The whole scenario library on the real built-in lab: the spine scenarios and every fault
+/// scenario, the corrupted-stream negative control included.
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["MIGLAB_SKIP_INTEGRATION"] != "1"))
+struct FaultScenariosTests {
+    typealias Smoke = SmokeOnBuiltinLabTests
+
+    func results(_ path: String) throws -> [String: Any] {
+        let data = try #require(FileManager.default.contents(atPath: path))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    @Test func scenarioLibraryPasses() throws {
+        let dir = NSTemporaryDirectory() + "miglab-library-\(UUID().uuidString)"
+        let r = try Smoke.run(["run", "scenarios", "--artifacts", dir, "--json", dir + ".json"])
+        #expect(r.status == 0, "miglab run scenarios failed:\n\(r.out)\n\(r.err)")
+        let json = try results(dir + ".json")
+        let scenarios = try #require(json["scenarios"] as? [[String: Any]])
+        let names = Set(scenarios.compactMap { $0["name"] as? String })
+        for required in ["smoke", "pingpong", "abort-source", "kill-qemu-destination", "kill-qemu-source",
+                         "kill-libvirtd-source", "kill-libvirtd-destination", "network-partition",
+                         "corrupt-stream-header", "corrupt-stream-payload", "mismatched-destination",
+                         "guest-flr-loop", "guest-flr-bound", "guest-device-reset", "convergence"] {
+            #expect(names.contains(required), "scenario \(required) did not run")
+        }
+        for s in scenarios {
+            #expect(s["outcome"] as? String == "passed", "\(s["name"] ?? "?"): \(s["message"] ?? "") \(s["expectations"] ?? "")")
+            for e in s["expectations"] as? [[String: Any]] ?? [] {
+                #expect(e["verdict"] as? String == "pass", "\(s["name"] ?? "?"): \(e)")
+            }
+        }
+        // Every fault that fired carries its timeline entry: kind, trigger, when, job statistics.
+        let abort = try #require(scenarios.first { $0["name"] as? String == "abort-source" })
+        let fault = try #require((abort["faults"] as? [[String: Any]])?.first)
+        #expect(fault["kind"] as? String == "abort")
+        let fired = try #require(fault["fired_at_ms"] as? Double)
+        #expect(fired >= 1500)
+        #expect(fault["stats"] != nil)
+        // The negative control: QEMU accepted the damaged stream, the oracle caught it.
+        let payload = try #require(scenarios.first { $0["name"] as? String == "corrupt-stream-payload" })
+        #expect((payload["migrations"] as? [[String: Any]])?.first?["outcome"] as? String == "completed")
+        let memory = try #require((payload["verifications"] as? [[String: Any]])?.first { $0["kind"] as? String == "memory" })
+        #expect(memory["verdict"] as? String == "fail")
+        #expect((memory["bad_pages"] as? Int ?? 0) > 0)
+    }
+
+    /// With the memory oracle's page comparison disabled, the negative control must fail: the
+    /// suite's verdict on a corrupted stream rests on the oracle.
+    @Test func negativeControlFailsWithoutTheOracle() throws {
+        let dir = NSTemporaryDirectory() + "miglab-nooracle-\(UUID().uuidString)"
+        let r = try Smoke.run(["run", "scenarios/faults/corrupt-stream-payload.yaml", "--disable-memory-oracle",
+                               "--artifacts", dir, "--json", dir + ".json"])
+        #expect(r.status == 1, "expected the negative control to fail without the oracle:\n\(r.out)")
+        let s = try #require((try results(dir + ".json")["scenarios"] as? [[String: Any]])?.first)
+        #expect(s["outcome"] as? String == "failed")
+        let memory = try #require((s["expectations"] as? [[String: Any]])?.first { $0["what"] as? String == "memory" })
+        #expect(memory["observed"] as? String == "intact")
+        #expect(memory["verdict"] as? String == "fail")
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import Libvirt
+import Scenario
+import Testing
+@testable import Runner
+
+struct StreamCorruptorTests {
+    /// A synthetic RAM stream: QEMU-like 8-byte page headers followed by page data; some
+    /// pages are workload pages (magic at +8).
+    static func stream(pages: Int, workloadEvery: Int) -> [UInt8] {
+        var s = [UInt8](repeating: 0x11, count: 64)   // stream header stand-in
+        for i in 0..<pages {
+            s += [UInt8](repeating: 0xEE, count: 8)   // page header stand-in
+            var page = [UInt8](repeating: UInt8(i & 0x7F), count: 4096)
+            if i % workloadEvery == 0 {
+                let m = withUnsafeBytes(of: MemoryOracle.magic.littleEndian, Array.init)
+                page.replaceSubrange(8..<16, with: m)
+            }
+            s += page
+        }
+        return s
+    }
+
+    /// Feeds the stream in chunks of `chunk` bytes (the proxy sees arbitrary read sizes).
+    static func run(_ c: inout StreamCorruptor, _ data: [UInt8], chunk: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = 0
+        while i < data.count {
+            var part = Array(data[i..<min(i + chunk, data.count)])
+            c.process(&part)
+            out += part
+            i += chunk
+        }
+        return out
+    }
+
+    @Test(arguments: [1, 7, 1000, 4104, 65536])
+    func payloadFlipsOneBodyByteInEveryWorkloadPage(chunk: Int) {
+        let data = Self.stream(pages: 40, workloadEvery: 4)
+        var c = StreamCorruptor(mode: .payload)
+        let out = Self.run(&c, data, chunk: chunk)
+        #expect(c.pagesHit == 10)
+        #expect(c.flips == 10)
+        let diffs = zip(data, out).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
+        #expect(diffs.count == 10)
+        for d in diffs {
+            // Inside a workload page's body: 1000 bytes after the page start, never a header.
+            let pageStart = d - Int(StreamCorruptor.payloadFlipOffset)
+            #expect(data[pageStart + 8] == 0x4D) // 'M' of "MIGLABPG"
+        }
+    }
+
+    @Test func headerModeFlipsTheFirstFourBytesOnly() {
+        let data = Self.stream(pages: 3, workloadEvery: 1)
+        var c = StreamCorruptor(mode: .header)
+        let out = Self.run(&c, data, chunk: 3)
+        #expect(zip(data, out).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset) == [0, 1, 2, 3])
+    }
+
+    @Test func flipEveryMiB() {
+        let data = [UInt8](repeating: 0, count: 3 << 20 + 10)
+        var c = StreamCorruptor(mode: .flipEvery, everyMiB: 1)
+        let out = Self.run(&c, data, chunk: 100_000)
+        #expect(zip(data, out).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset) == [1 << 20, 2 << 20, 3 << 20])
+    }
+}
+
+struct TriggerTests {
+    func stats(iteration: UInt64, remaining: UInt64, total: UInt64 = 256 << 20) -> JobStats {
+        JobStats(type: 2, fields: ["memory_iteration": .uint(iteration), "data_remaining": .uint(remaining), "data_total": .uint(total)])
+    }
+
+    @Test func triggers() {
+        typealias E = ScenarioExecution
+        #expect(!E.triggerHolds(.afterMs(1500), stats: nil, nowMs: 1499))
+        #expect(E.triggerHolds(.afterMs(1500), stats: nil, nowMs: 1500))
+        #expect(!E.triggerHolds(.iteration(2), stats: stats(iteration: 1, remaining: 1), nowMs: 0))
+        #expect(E.triggerHolds(.iteration(2), stats: stats(iteration: 2, remaining: 1), nowMs: 0))
+        // Before the bulk pass, libvirt reports 0 remaining: that must not fire size triggers.
+        #expect(!E.triggerHolds(.remainingBelowMiB(10), stats: stats(iteration: 0, remaining: 0), nowMs: 0))
+        #expect(E.triggerHolds(.remainingBelowMiB(10), stats: stats(iteration: 1, remaining: 5 << 20), nowMs: 0))
+        #expect(!E.triggerHolds(.remainingBelowMiB(10), stats: stats(iteration: 1, remaining: 50 << 20), nowMs: 0))
+        #expect(E.triggerHolds(.remainingBelowFraction(0.5), stats: stats(iteration: 1, remaining: 100 << 20), nowMs: 0))
+        #expect(!E.triggerHolds(.remainingBelowFraction(0.25), stats: stats(iteration: 1, remaining: 100 << 20), nowMs: 0))
+    }
+}
