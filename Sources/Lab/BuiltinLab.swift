@@ -133,7 +133,23 @@ public struct BuiltinLab: Sendable {
             try await startDaemon(h)
             started = true
         }
+        try await removeLeftoverGuests()
         return started
+    }
+
+    /// Guests a crashed run left on the lab's hosts. Only when no run is using the lab (a live
+    /// run holds run.lock; a crashed run's lock went with its process).
+    func removeLeftoverGuests() async throws {
+        guard let lock = try FileLock(path: "\(root)/run.lock", wait: false) else { return }
+        defer { lock.unlock() }
+        for h in Self.hostSpecs {
+            guard let conn = try? await Connection.open(uri: controlURI(h)) else { continue }
+            for d in (try? conn.allDomains()) ?? [] where d.name.hasPrefix("miglab-") {
+                logger.info("host \(h.name): removing guest \(d.name) left by an earlier run")
+                if d.isActive { try? await d.destroy() }
+                try? d.undefine()
+            }
+        }
     }
 
     /// Removes everything the lab made: guests, daemons, QEMU processes, namespaces, folders.
@@ -409,16 +425,29 @@ public struct BuiltinLabEnvironment: LabEnvironment {
     public let lab: BuiltinLab
 }
 
-/// An exclusive flock(2) on a file, held until `unlock()` or process exit.
+/// An exclusive flock(2) on a file, held until `unlock()`, deinit or process exit (so a
+/// crashed holder never leaves it taken).
 public final class FileLock: @unchecked Sendable {
-    private let fd: Int32
-    public init(path: String) throws {
+    private var fd: Int32
+    /// Waits for the lock; with `wait: false` returns nil when someone else holds it.
+    public init?(path: String, wait: Bool) throws {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CommandError(command: ["open", path], status: errno, stderr: String(cString: strerror(errno))) }
-        guard flock(fd, LOCK_EX) == 0 else { throw CommandError(command: ["flock", path], status: errno, stderr: String(cString: strerror(errno))) }
+        guard flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) == 0 else {
+            let e = errno
+            close(fd)
+            if e == EWOULDBLOCK && !wait { return nil }
+            throw CommandError(command: ["flock", path], status: e, stderr: String(cString: strerror(e)))
+        }
+    }
+    public convenience init(path: String) throws {
+        try self.init(path: path, wait: true)!
     }
     public func unlock() {
+        guard fd >= 0 else { return }
         flock(fd, LOCK_UN)
         close(fd)
+        fd = -1
     }
+    deinit { unlock() }
 }

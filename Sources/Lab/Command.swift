@@ -75,14 +75,22 @@ public enum Command {
 
     /// Starts `argv` in a new session (so a Ctrl-C at the terminal does not reach it), with
     /// stdin from /dev/null and stdout+stderr appended to `logPath`, and does not wait for it.
-    /// Foundation's Process cannot start a new session, and swift-subprocess always waits for
-    /// its child, so this is posix_spawn with POSIX_SPAWN_SETSID.
     public static func spawnDetached(_ argv: [String], logPath: String) throws -> pid_t {
+        try spawn(argv, newSession: true, logPath: logPath)
+    }
+
+    /// posix_spawn of `argv`, not waited for. Foundation's Process cannot start a new session
+    /// and swift-subprocess always waits for its child, hence this.
+    /// The child gets an empty signal mask and default dispositions: the caller runs on Swift's
+    /// and Dispatch's threads, which block most signals, and a child inherits the caller's mask
+    /// (a libvirtd started that way never sees the SIGTERM that should stop it).
+    public static func spawn(_ argv: [String], newSession: Bool, logPath: String?) throws -> pid_t {
         let exe = try resolve(argv[0])
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        posix_spawnattr_setflags(&attr, miglab_posix_spawn_setsid_flag() | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let session = newSession ? miglab_posix_spawn_setsid_flag() : 0
+        posix_spawnattr_setflags(&attr, session | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attr, &empty)
@@ -92,9 +100,11 @@ public enum Command {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if let logPath {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
         var pid: pid_t = 0
         let cargs = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }

@@ -18,6 +18,16 @@ public struct DomainDefinition: Sendable, Equatable {
     public var consoleLog: String
     /// Network devices: (model, PCIe) pairs; q35 puts each PCIe device behind a root port.
     public var nics: [NIC]
+    /// Passthrough devices (`<hostdev>`), from a `DevicePlan`.
+    public var hostdevs: [Hostdev]
+    /// `<domain type=...>`: TCG for the built-in lab, KVM on hardware nodes.
+    public var accelerator: Accelerator = .tcg
+
+    public enum Accelerator: String, Sendable, Equatable {
+        /// QEMU's emulator, `type='qemu'`: this machine's /dev/kvm cannot run ordinary guests.
+        case tcg = "qemu"
+        case kvm
+    }
 
     public struct NIC: Sendable, Equatable {
         public var model: String
@@ -29,7 +39,7 @@ public struct DomainDefinition: Sendable, Equatable {
     }
 
     public init(name: String, memoryMiB: Int, vcpus: Int, image: GuestImage, kernelArguments: [String],
-                emulator: String, consoleLog: String, nics: [NIC] = []) {
+                emulator: String, consoleLog: String, nics: [NIC] = [], hostdevs: [Hostdev] = []) {
         self.name = name
         self.memoryMiB = memoryMiB
         self.vcpus = vcpus
@@ -38,12 +48,12 @@ public struct DomainDefinition: Sendable, Equatable {
         self.emulator = emulator
         self.consoleLog = consoleLog
         self.nics = nics
+        self.hostdevs = hostdevs
     }
 
     public func xml() -> String {
-        // type='qemu' is TCG: this machine's /dev/kvm cannot run ordinary guests.
         let domain = XMLElement(name: "domain")
-        domain.addAttribute(attr("type", "qemu"))
+        domain.addAttribute(attr("type", accelerator.rawValue))
         domain.addChild(XMLElement(name: "name", stringValue: name))
         domain.addChild(el("memory", memoryMiB.description, ["unit": "MiB"]))
         domain.addChild(el("vcpu", vcpus.description))
@@ -70,6 +80,7 @@ public struct DomainDefinition: Sendable, Equatable {
             iface.addChild(el("model", nil, ["type": nic.model]))
             devices.addChild(iface)
         }
+        for hostdev in hostdevs { devices.addChild(hostdev.xmlElement()) }
         let serial = el("serial", nil, ["type": "pty"])
         serial.addChild(el("log", nil, ["file": consoleLog, "append": "on"]))
         serial.addChild(el("target", nil, ["port": "0"]))

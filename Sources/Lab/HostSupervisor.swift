@@ -72,27 +72,12 @@ public enum HostSupervisor {
     }
 
     static func spawnLibvirtd() -> pid_t {
-        let argv = ["/usr/sbin/libvirtd", "--listen", "--config", "/etc/libvirt/libvirtd.conf",
-                    "--pid-file", "/run/libvirt/libvirtd.pid"]
-        // This process runs on Swift's and Dispatch's threads, which block most signals, and a
-        // child inherits the caller's signal mask: without a clean mask libvirtd would never
-        // see the SIGTERM that stops it.
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        var pid: pid_t = 0
-        let cargs = argv.map { strdup($0) } + [nil]
-        let rc = posix_spawn(&pid, argv[0], nil, &attr, cargs, environ)
-        posix_spawnattr_destroy(&attr)
-        cargs.forEach { free($0) }
-        guard rc == 0 else { fail("posix_spawn libvirtd: \(String(cString: strerror(rc)))") }
-        return pid
+        do {
+            return try Command.spawn(["/usr/sbin/libvirtd", "--listen", "--config", "/etc/libvirt/libvirtd.conf",
+                                      "--pid-file", "/run/libvirt/libvirtd.pid"], newSession: false, logPath: nil)
+        } catch {
+            fail("cannot start libvirtd: \(error)")
+        }
     }
 
     /// Processes whose parent is this supervisor (orphans re-parented to it included).

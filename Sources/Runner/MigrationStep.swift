@@ -73,7 +73,7 @@ extension ScenarioExecution {
             defer { done.set() }
             try await dom.migrate(to: dst.peerURI, parameters: params, flags: flags)
         }
-        var restores: [Task<Void, Never>] = []
+        var firing: [Task<Task<Void, Never>?, Never>] = []
         var timedOut = false
         var firstFaultMs: Double?
         var lastJournaled = -1000.0
@@ -107,10 +107,17 @@ extension ScenarioExecution {
                                       firedAtMs: (firedMs * 10).rounded() / 10)
                 rec.conditionSeenAtMs = f.conditionSeenMs.map { ($0 * 10).rounded() / 10 }
                 rec.stats = stats.map(MigrationStats.init)
-                if let r = await fire(f, migration: m, source: src, destination: dst, domain: dom, record: &rec) { restores.append(r) }
-                var e = event(.fault)
-                e.fault = rec
-                journal.record(e)
+                // The action runs on its own, so a slow one (a guest-agent call) never delays
+                // the polling, the next trigger or the deadline.
+                let record = rec
+                firing.append(Task {
+                    var r = record
+                    let restore = await self.fire(f, migration: m, source: src, destination: dst, domain: dom, record: &r)
+                    var e = self.event(.fault)
+                    e.fault = r
+                    self.journal.record(e)
+                    return restore
+                })
             }
             if ContinuousClock.now >= deadline && !timedOut {
                 timedOut = true
@@ -121,7 +128,7 @@ extension ScenarioExecution {
         let endMs = (ContinuousClock.now - t0).seconds * 1000
         let wall = endMs / 1000
         progress.clear()
-        for r in restores { await r.value }   // links come back before anything else happens
+        for a in firing { await a.value?.value }   // actions done, links back, before anything else happens
         let proxySummary = proxy?.stop()
 
         var record: MigrationRecord
@@ -317,10 +324,7 @@ extension ScenarioExecution {
             var rec = r
             rec.detail = "after the failed migration, on the source: " + (r.detail ?? "")
             memoryVerdicts.append(r.verdict == "pass")
-            var e = event(.verification)
-            e.verification = rec
-            e.outcome = rec.verdict
-            journal.record(e)
+            record(verification: rec)
         } else {
             location = nil
             var e = event(.note)

@@ -62,7 +62,10 @@ public final class BuiltinLabProvider: LabProvider, @unchecked Sendable {
         broughtUp = !wasUp
         // One run at a time drives the built-in lab; a crashed run's lock goes with its process.
         try FileManager.default.createDirectory(atPath: lab.root, withIntermediateDirectories: true)
-        runLock = try FileLock(path: "\(lab.root)/run.lock")
+        guard let lock = try FileLock(path: "\(lab.root)/run.lock", wait: false) else {
+            throw RunnerError.io("another miglab run is using the built-in lab (\(lab.root)/run.lock is held); wait for it to finish")
+        }
+        runLock = lock
         return try await lab.environment()
     }
 

@@ -66,6 +66,13 @@ final class ScenarioExecution: @unchecked Sendable {
         return e
     }
 
+    func record(verification r: VerificationRecord) {
+        var e = event(.verification)
+        e.verification = r
+        e.outcome = r.verdict
+        journal.record(e)
+    }
+
     func host(_ name: String) throws -> LabHost {
         guard let h = lab.hosts[name] else {
             throw RunnerError.step("the scenario names host `\(name)`, but the lab has \(lab.hosts.keys.sorted().joined(separator: ", "))")
@@ -78,6 +85,9 @@ final class ScenarioExecution: @unchecked Sendable {
     /// Removes what an earlier run of this scenario may have left, and defines the guest on the
     /// host of the first boot step.
     func setUp() async throws {
+        if !scenario.guest.passthrough.isEmpty && lab is BuiltinLabEnvironment {
+            throw RunnerError.step("scenario \(scenario.name) asks for passthrough devices (\(scenario.guest.passthrough.map(\.name).joined(separator: ", "))); the built-in lab has none: run it with --lab FILE on hardware nodes")
+        }
         for (_, h) in lab.hosts {
             if let d = try h.connection.domain(named: domainName) {
                 if d.isActive { try await d.destroy() }
@@ -247,10 +257,7 @@ final class ScenarioExecution: @unchecked Sendable {
             progress.show("[\(scenario.name)] verify memory on \(here)")
             let r = try await verifyMemory(on: h, deadline: deadline)
             memoryVerdicts.append(r.verdict == "pass")
-            var e = event(.verification)
-            e.verification = r
-            e.outcome = r.verdict
-            journal.record(e)
+            record(verification: r)
         }
         if v.console {
             var r = VerificationRecord(kind: "console", verdict: "pass")
@@ -262,19 +269,13 @@ final class ScenarioExecution: @unchecked Sendable {
             r.findings = findings.prefix(20).map(\.description)
             r.detail = "\(ConsoleScanner.consoleLines(text).count) console lines scanned"
             consoleVerdicts.append(findings.isEmpty)
-            var e = event(.verification)
-            e.verification = r
-            e.outcome = r.verdict
-            journal.record(e)
+            record(verification: r)
         }
         if v.devices {
             progress.show("[\(scenario.name)] verify devices on \(here)")
             let r = try await verifyDevices(on: h, deadline: deadline)
             deviceVerdicts.append(r.verdict == "pass")
-            var e = event(.verification)
-            e.verification = r
-            e.outcome = r.verdict
-            journal.record(e)
+            record(verification: r)
         }
         progress.clear()
     }

@@ -5,8 +5,13 @@ import Testing
 /// libvirt daemons in two network namespaces, QEMU 10 under TCG) and its JSON result shows two
 /// completed migrations and intact memory. Needs root and ci/setup's packages; set
 /// MIGLAB_SKIP_INTEGRATION=1 to skip on a machine without them (CI never sets it).
+/// Every test that drives the built-in lab lives under this one serialized suite: there is one
+/// built-in lab per machine, and one run at a time may use it.
 @Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["MIGLAB_SKIP_INTEGRATION"] != "1"))
-struct SmokeOnBuiltinLabTests {
+struct BuiltinLabTests {}
+
+extension BuiltinLabTests {
+@Suite struct SmokeOnBuiltinLabTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
     /// The miglab executable built next to this test bundle.
@@ -87,4 +92,5 @@ struct SmokeOnBuiltinLabTests {
         let ok = try Self.run(["validate", "scenarios"])
         #expect(ok.status == 0, "\(ok.err)")
     }
+}
 }

@@ -1,0 +1,440 @@
+import Foundation
+import PCI
+import Scenario
+import Yams
+
+/// A hardware lab: the libvirt hosts a run may use and, per host, the devices it may hand to
+/// guests. Nothing outside a pool is ever touched.
+///
+/// Format (version 1), YAML:
+/// ```yaml
+/// version: 1
+/// locks: /run/lock/miglab                 # optional: lock directory (default /run/lock/miglab)
+/// hosts:
+///   a:                                     # the name scenarios use (boot: a, migrate: {from: a, to: b})
+///     uri: qemu+ssh://root@node1/system    # how the runner controls the host
+///     peer_uri: qemu+tcp://10.0.0.1/system # how the other host's daemon reaches it (default: uri)
+///     migration_address: 10.0.0.1          # where the migration stream goes
+///     sysfs_root: /sys                     # optional, local hosts only: read PCI devices from this
+///                                          # sysfs (a fake tree in tests) instead of libvirt
+///     pools:                               # devices guests may get; each pool has one selector
+///       - {name: nics, addresses: ["0000:3b:00.2", "0000:3b:00.3"]}
+///       - {name: vfs, vfs_of: "0000:3b:00.0"}              # the enabled VFs of this PF
+///       - {name: mlx, vendor_device: "15b3:101e", driver: mlx5_vfio_pci}
+///     mdev_types:                          # mediated devices guests may get
+///       - {type: mtty-2, parent: mtty, instances: 2}
+///   b: {...}
+/// ```
+/// A pool's `driver` is the vfio driver its devices are used with (default `vfio-pci`; a variant
+/// driver such as `mlx5_vfio_pci` for migratable devices). An mdev type's `parent` is a PCI
+/// address or a libvirt node-device name; `instances` (default 1) is how many the lab may create
+/// on it at once. Relative paths (`locks`, `sysfs_root`) are relative to the lab file.
+public struct LabFile: Sendable, Equatable {
+    public static let formatVersion = 1
+    public static let defaultLockDirectory = "/run/lock/miglab"
+
+    /// Sorted by name.
+    public var hosts: [Host]
+    /// Where the per-device lock files live (see `DeviceLocks`).
+    public var lockDirectory: String
+    /// The file it was read from, for messages.
+    public var file: String
+
+    public init(hosts: [Host], lockDirectory: String = LabFile.defaultLockDirectory, file: String = "<memory>") {
+        self.hosts = hosts.sorted { $0.name < $1.name }
+        self.lockDirectory = lockDirectory
+        self.file = file
+    }
+
+    public subscript(host name: String) -> Host? { hosts.first { $0.name == name } }
+
+    public struct Host: Sendable, Equatable {
+        public var name: String
+        public var uri: String
+        public var peerURI: String
+        public var migrationAddress: String?
+        /// The sysfs mount (`/sys`) to read PCI devices from; nil reads them through libvirt
+        /// for remote hosts and from `/sys` for local ones.
+        public var sysfsRoot: String?
+        public var pools: [Pool]
+        public var mdevTypes: [MdevPool]
+        public var location: SourceLocation?
+
+        public init(name: String, uri: String, peerURI: String? = nil, migrationAddress: String? = nil, sysfsRoot: String? = nil,
+                    pools: [Pool] = [], mdevTypes: [MdevPool] = [], location: SourceLocation? = nil) {
+            self.name = name
+            self.uri = uri
+            self.peerURI = peerURI ?? uri
+            self.migrationAddress = migrationAddress
+            self.sysfsRoot = sysfsRoot
+            self.pools = pools
+            self.mdevTypes = mdevTypes
+            self.location = location
+        }
+
+        /// The URI names no remote machine (`qemu:///system`, `test:///default`).
+        public var isLocal: Bool {
+            guard let host = URLComponents(string: uri)?.host, !host.isEmpty else { return true }
+            return host == "localhost" || host == "127.0.0.1" || host == "::1"
+        }
+
+        /// Names the machine in lock file names, so that the same PCI address on two machines is
+        /// two locks, and the same machine reached through two URIs is one.
+        public var machineKey: String {
+            var key = isLocal ? "local" : (URLComponents(string: uri)?.host ?? uri)
+            // Two fake trees in one test are two machines.
+            if let root = sysfsRoot, root != "/sys" { key += "-sysfs\(fnv1a(root))" }
+            return key.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? String($0) : "_" }.joined()
+        }
+
+        /// The pools `device` belongs to (by address, PF or IDs), in lab-file order.
+        public func pools(containing device: PCIDevice) -> [Pool] {
+            pools.filter { $0.contains(device) }
+        }
+    }
+
+    /// A named set of PCI functions of one host that guests may get.
+    public struct Pool: Sendable, Equatable {
+        public enum Selector: Sendable, Equatable {
+            /// Exactly these functions.
+            case addresses([PCIAddress])
+            /// The virtual functions of this physical function (whatever is enabled at run time).
+            case virtualFunctionsOf(PCIAddress)
+            /// Every function with these IDs.
+            case vendorDevice(PassthroughRequirement.VendorDevice)
+        }
+
+        public var name: String
+        public var selector: Selector
+        /// The vfio driver these devices are used with; nil: `vfio-pci`.
+        public var driver: String?
+        public var location: SourceLocation?
+
+        public init(name: String, selector: Selector, driver: String? = nil, location: SourceLocation? = nil) {
+            self.name = name
+            self.selector = selector
+            self.driver = driver
+            self.location = location
+        }
+
+        public func contains(_ device: PCIDevice) -> Bool {
+            switch selector {
+            case let .addresses(list): list.contains(device.address)
+            case let .virtualFunctionsOf(pf): device.physicalFunction == pf
+            case let .vendorDevice(ids): device.vendorID.rawValue == ids.vendor && device.deviceID.rawValue == ids.device
+            }
+        }
+
+        /// What the pool selects, for messages.
+        public var selectorDescription: String {
+            switch selector {
+            case let .addresses(list): "addresses \(list.map(\.description).joined(separator: ", "))"
+            case let .virtualFunctionsOf(pf): "VFs of \(pf)"
+            case let .vendorDevice(ids): "vendor:device \(ids)"
+            }
+        }
+    }
+
+    /// Mediated devices of one type that guests may get, created on `parent` for a run.
+    public struct MdevPool: Sendable, Equatable {
+        public var type: String
+        /// A PCI address (`0000:3b:00.0`) or a libvirt node-device name (`mtty`, `css_0_0_0014`).
+        public var parent: String
+        /// How many the lab may create at once.
+        public var instances: Int
+        public var location: SourceLocation?
+
+        public init(type: String, parent: String, instances: Int = 1, location: SourceLocation? = nil) {
+            self.type = type
+            self.parent = parent
+            self.instances = instances
+            self.location = location
+        }
+
+        /// libvirt's node-device name of the parent.
+        public var parentNodeDeviceName: String {
+            PCIAddress(parent)?.nodeDeviceName ?? parent
+        }
+    }
+}
+
+/// All problems of one lab file, each at file:line:column.
+public struct LabFileErrors: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [Diagnostic]
+    public init(diagnostics: [Diagnostic]) { self.diagnostics = diagnostics }
+    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+extension LabFile {
+    /// Reads a lab file; every problem is reported with its file:line:column.
+    public static func load(path: String) throws(LabFileErrors) -> LabFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw LabFileErrors(diagnostics: [Diagnostic(location: SourceLocation(file: path, line: 0, column: 0),
+                                                         message: "cannot read the lab file (does it exist, is it readable?)")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw LabFileErrors(diagnostics: [Diagnostic(location: SourceLocation(file: path, line: 1, column: 1),
+                                                         message: "the lab file is not UTF-8 text")])
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        return try parse(text, file: path, relativeTo: directory.isEmpty ? "." : directory)
+    }
+
+    /// Parses lab-file text; relative paths in it are taken relative to `directory`.
+    public static func parse(_ text: String, file: String, relativeTo directory: String? = nil) throws(LabFileErrors) -> LabFile {
+        var reader = LabFileReader(file: file, directory: directory)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw LabFileErrors(diagnostics: [reader.yamlDiagnostic(error)])
+        }
+        guard let root else {
+            throw LabFileErrors(diagnostics: [Diagnostic(location: SourceLocation(file: file, line: 1, column: 1),
+                                                         message: "the lab file is empty; it needs `hosts`")])
+        }
+        let lab = reader.labFile(root)
+        guard let lab, reader.diagnostics.isEmpty else { throw LabFileErrors(diagnostics: reader.diagnostics) }
+        return lab
+    }
+}
+
+/// Walks a lab file's YAML node tree (Yams' Codable decoder drops source positions).
+struct LabFileReader {
+    let file: String
+    let directory: String?
+    var diagnostics: [Diagnostic] = []
+
+    func location(_ node: Node) -> SourceLocation {
+        SourceLocation(file: file, line: node.mark?.line ?? 0, column: node.mark?.column ?? 0)
+    }
+
+    mutating func error(_ node: Node, _ message: String) {
+        diagnostics.append(Diagnostic(location: location(node), message: message))
+    }
+
+    func yamlDiagnostic(_ error: any Error) -> Diagnostic {
+        if let y = error as? YamlError {
+            switch y {
+            case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+                let ctx = context.map { "\($0.text) " } ?? ""
+                return Diagnostic(location: SourceLocation(file: file, line: mark.line, column: mark.column), message: "YAML syntax: \(ctx)\(problem)")
+            default: break
+            }
+        }
+        return Diagnostic(location: SourceLocation(file: file, line: 1, column: 1), message: "YAML: \(error)")
+    }
+
+    func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let s): s.string.isEmpty ? "an empty value" : "`\(s.string)`"
+        case .mapping: "a mapping"
+        case .sequence: "a list"
+        case .alias: "an alias"
+        }
+    }
+
+    /// Entries of a mapping with only `allowed` keys (a typo must not be silently ignored).
+    mutating func mapping(_ node: Node, context: String, allowed: [String], required: [String] = []) -> [String: Node]? {
+        guard let map = node.mapping else {
+            error(node, "\(context) must be a mapping with keys \(allowed.joined(separator: ", ")); found \(describe(node))")
+            return nil
+        }
+        var out: [String: Node] = [:]
+        for (k, v) in map {
+            guard let key = k.scalar?.string else {
+                error(k, "\(context): keys must be plain names")
+                continue
+            }
+            guard allowed.contains(key) else {
+                error(k, "unknown key `\(key)` in \(context); allowed: \(allowed.joined(separator: ", "))")
+                continue
+            }
+            if out[key] != nil { error(k, "key `\(key)` appears twice in \(context)") }
+            out[key] = v
+        }
+        for r in required where out[r] == nil { error(node, "\(context) needs the key `\(r)`") }
+        return out
+    }
+
+    mutating func string(_ node: Node, key: String) -> String? {
+        guard case let .scalar(s) = node, !s.string.isEmpty else {
+            error(node, "`\(key)` must be text; found \(describe(node))")
+            return nil
+        }
+        return s.string
+    }
+
+    mutating func int(_ node: Node, key: String, range: ClosedRange<Int>) -> Int? {
+        guard case .scalar = node, let v = node.int else {
+            error(node, "`\(key)` must be a whole number; found \(describe(node))")
+            return nil
+        }
+        guard range.contains(v) else {
+            error(node, "`\(key)` must be between \(range.lowerBound) and \(range.upperBound); found \(v)")
+            return nil
+        }
+        return v
+    }
+
+    mutating func path(_ node: Node, key: String) -> String? {
+        guard let s = string(node, key: key) else { return nil }
+        if s.hasPrefix("/") || directory == nil { return s }
+        return (directory! as NSString).appendingPathComponent(s)
+    }
+
+    mutating func address(_ node: Node, key: String) -> PCIAddress? {
+        guard let s = string(node, key: key) else { return nil }
+        guard let a = PCIAddress(s) else {
+            error(node, "`\(key)` must be a PCI address like \"0000:3b:00.2\"; found `\(s)`")
+            return nil
+        }
+        return a
+    }
+
+    mutating func name(_ node: Node, what: String) -> String? {
+        guard let s = string(node, key: what) else { return nil }
+        guard s.wholeMatch(of: #/[a-z][a-z0-9_-]{0,31}/#) != nil else {
+            error(node, "\(what) `\(s)` must be lower-case letters, digits, - and _ (at most 32, starting with a letter)")
+            return nil
+        }
+        return s
+    }
+
+    // MARK: the format
+
+    mutating func labFile(_ root: Node) -> LabFile? {
+        guard let m = mapping(root, context: "the lab file", allowed: ["version", "hosts", "locks"], required: ["hosts"]) else { return nil }
+        if let v = m["version"], let n = int(v, key: "version", range: 1...1000), n != LabFile.formatVersion {
+            error(v, "this miglab reads lab file format version \(LabFile.formatVersion); the file says \(n)")
+        }
+        let locks = m["locks"].flatMap { path($0, key: "locks") } ?? LabFile.defaultLockDirectory
+        var hosts: [LabFile.Host] = []
+        if let h = m["hosts"] {
+            if let map = h.mapping {
+                for (k, v) in map {
+                    guard let name = name(k, what: "host name") else { continue }
+                    if let host = host(v, name: name, key: k) { hosts.append(host) }
+                }
+                if map.count == 0 { error(h, "`hosts` is empty; name at least one host (two to migrate)") }
+            } else {
+                error(h, "`hosts` must be a mapping from host name to host, like `a: {uri: qemu+ssh://node1/system, ...}`; found \(describe(h))")
+            }
+        }
+        return LabFile(hosts: hosts, lockDirectory: locks, file: file)
+    }
+
+    mutating func host(_ node: Node, name: String, key: Node) -> LabFile.Host? {
+        guard let m = mapping(node, context: "host `\(name)`", allowed: ["uri", "peer_uri", "migration_address", "sysfs_root", "pools", "mdev_types"],
+                              required: ["uri"]) else { return nil }
+        let uri = m["uri"].flatMap { uriValue($0, key: "uri") }
+        let peer = m["peer_uri"].flatMap { uriValue($0, key: "peer_uri") }
+        let migrationAddress = m["migration_address"].flatMap { string($0, key: "migration_address") }
+        let sysfs = m["sysfs_root"].flatMap { path($0, key: "sysfs_root") }
+        var pools: [LabFile.Pool] = []
+        if let p = m["pools"] {
+            if case let .sequence(seq) = p {
+                for item in seq {
+                    guard let pool = pool(item, host: name) else { continue }
+                    if pools.contains(where: { $0.name == pool.name }) {
+                        error(item, "host `\(name)` has two pools named `\(pool.name)`")
+                        continue
+                    }
+                    pools.append(pool)
+                }
+            } else {
+                error(p, "`pools` must be a list like `[{name: nics, addresses: [\"0000:3b:00.2\"]}]`; found \(describe(p))")
+            }
+        }
+        // The same address listed twice would be handed out twice within one run.
+        var listed: [PCIAddress: String] = [:]
+        for pool in pools {
+            guard case let .addresses(list) = pool.selector else { continue }
+            for a in list {
+                if let other = listed[a] {
+                    diagnostics.append(Diagnostic(location: pool.location ?? location(node),
+                                                  message: "\(a) is listed in pools `\(other)` and `\(pool.name)` of host `\(name)`; list each device once"))
+                }
+                listed[a] = pool.name
+            }
+        }
+        var mdevs: [LabFile.MdevPool] = []
+        if let t = m["mdev_types"] {
+            if case let .sequence(seq) = t {
+                mdevs = seq.compactMap { mdevPool($0) }
+            } else {
+                error(t, "`mdev_types` must be a list like `[{type: mtty-2, parent: mtty, instances: 2}]`; found \(describe(t))")
+            }
+        }
+        if let sysfs, let uri, !LabFile.Host(name: name, uri: uri).isLocal {
+            error(m["sysfs_root"]!, "`sysfs_root` is only for local hosts (its sysfs must be readable here); host `\(name)` is \(uri), whose devices are read through libvirt: remove `sysfs_root` (\(sysfs))")
+        }
+        guard let uri else { return nil }
+        return LabFile.Host(name: name, uri: uri, peerURI: peer, migrationAddress: migrationAddress, sysfsRoot: sysfs,
+                            pools: pools, mdevTypes: mdevs, location: location(key))
+    }
+
+    mutating func uriValue(_ node: Node, key: String) -> String? {
+        guard let s = string(node, key: key) else { return nil }
+        guard let c = URLComponents(string: s), let scheme = c.scheme, !scheme.isEmpty else {
+            error(node, "`\(key)` must be a libvirt URI like qemu+ssh://root@node1/system or qemu:///system; found `\(s)`")
+            return nil
+        }
+        return s
+    }
+
+    mutating func pool(_ node: Node, host: String) -> LabFile.Pool? {
+        let selectors = ["addresses", "vfs_of", "vendor_device"]
+        guard let m = mapping(node, context: "a pool of host `\(host)`", allowed: ["name"] + selectors + ["driver"], required: ["name"]) else { return nil }
+        let name = m["name"].flatMap { self.name($0, what: "pool name") }
+        let given = selectors.filter { m[$0] != nil }
+        if given.count != 1 {
+            error(node, given.isEmpty
+                  ? "a pool needs one selector: `addresses: [...]`, `vfs_of: PF-ADDRESS` or `vendor_device: \"vvvv:dddd\"`"
+                  : "a pool has exactly one selector; this one has \(given.map { "`\($0)`" }.joined(separator: " and ")): split it into pools")
+        }
+        var selector: LabFile.Pool.Selector?
+        if let a = m["addresses"] {
+            if case let .sequence(seq) = a, !seq.isEmpty {
+                let list = seq.compactMap { address($0, key: "addresses[]") }
+                if list.count == seq.count { selector = .addresses(list) }
+            } else {
+                error(a, "`addresses` must be a non-empty list of PCI addresses like [\"0000:3b:00.2\"]; found \(describe(a))")
+            }
+        }
+        if let v = m["vfs_of"], let pf = address(v, key: "vfs_of") { selector = .virtualFunctionsOf(pf) }
+        if let v = m["vendor_device"], let s = string(v, key: "vendor_device") {
+            if let ids = PassthroughRequirement.VendorDevice(s) { selector = .vendorDevice(ids) } else {
+                error(v, "`vendor_device` must be `vendor:device` in hex, like \"15b3:101e\"; found `\(s)`")
+            }
+        }
+        var driver: String?
+        if let d = m["driver"], let s = string(d, key: "driver") {
+            if PCIDevice.isVFIODriver(s) { driver = s } else {
+                error(d, "`driver` is the vfio driver the pool's devices are used with (`vfio-pci` or a variant driver like `mlx5_vfio_pci`); `\(s)` is not one")
+            }
+        }
+        guard let name, let selector, given.count == 1 else { return nil }
+        return LabFile.Pool(name: name, selector: selector, driver: driver, location: location(node))
+    }
+
+    mutating func mdevPool(_ node: Node) -> LabFile.MdevPool? {
+        if case let .scalar(s) = node {
+            error(node, "an mdev type needs the device that creates it: `{type: \(s.string), parent: PARENT}` (PARENT: a PCI address or a libvirt node-device name like `mtty`)")
+            return nil
+        }
+        guard let m = mapping(node, context: "an mdev type", allowed: ["type", "parent", "instances"], required: ["type", "parent"]) else { return nil }
+        let type = m["type"].flatMap { string($0, key: "type") }
+        let parent = m["parent"].flatMap { string($0, key: "parent") }
+        let instances = m["instances"].flatMap { int($0, key: "instances", range: 1...256) } ?? 1
+        guard let type, let parent else { return nil }
+        return LabFile.MdevPool(type: type, parent: parent, instances: instances, location: location(node))
+    }
+}
+
+/// A short stable hash (FNV-1a, 32 bits) in hex, for file names.
+func fnv1a(_ text: String) -> String {
+    var h: UInt32 = 0x811c_9dc5
+    for b in text.utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
+    return String(h, radix: 16)
+}
