@@ -200,82 +200,10 @@ extension LabFile {
 }
 
 /// Walks a lab file's YAML node tree (Yams' Codable decoder drops source positions).
-struct LabFileReader {
+struct LabFileReader: YAMLNodeReading {
     let file: String
     let directory: String?
     var diagnostics: [Diagnostic] = []
-
-    func location(_ node: Node) -> SourceLocation {
-        SourceLocation(file: file, line: node.mark?.line ?? 0, column: node.mark?.column ?? 0)
-    }
-
-    mutating func error(_ node: Node, _ message: String) {
-        diagnostics.append(Diagnostic(location: location(node), message: message))
-    }
-
-    func yamlDiagnostic(_ error: any Error) -> Diagnostic {
-        if let y = error as? YamlError {
-            switch y {
-            case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
-                let ctx = context.map { "\($0.text) " } ?? ""
-                return Diagnostic(location: SourceLocation(file: file, line: mark.line, column: mark.column), message: "YAML syntax: \(ctx)\(problem)")
-            default: break
-            }
-        }
-        return Diagnostic(location: SourceLocation(file: file, line: 1, column: 1), message: "YAML: \(error)")
-    }
-
-    func describe(_ node: Node) -> String {
-        switch node {
-        case .scalar(let s): s.string.isEmpty ? "an empty value" : "`\(s.string)`"
-        case .mapping: "a mapping"
-        case .sequence: "a list"
-        case .alias: "an alias"
-        }
-    }
-
-    /// Entries of a mapping with only `allowed` keys (a typo must not be silently ignored).
-    mutating func mapping(_ node: Node, context: String, allowed: [String], required: [String] = []) -> [String: Node]? {
-        guard let map = node.mapping else {
-            error(node, "\(context) must be a mapping with keys \(allowed.joined(separator: ", ")); found \(describe(node))")
-            return nil
-        }
-        var out: [String: Node] = [:]
-        for (k, v) in map {
-            guard let key = k.scalar?.string else {
-                error(k, "\(context): keys must be plain names")
-                continue
-            }
-            guard allowed.contains(key) else {
-                error(k, "unknown key `\(key)` in \(context); allowed: \(allowed.joined(separator: ", "))")
-                continue
-            }
-            if out[key] != nil { error(k, "key `\(key)` appears twice in \(context)") }
-            out[key] = v
-        }
-        for r in required where out[r] == nil { error(node, "\(context) needs the key `\(r)`") }
-        return out
-    }
-
-    mutating func string(_ node: Node, key: String) -> String? {
-        guard case let .scalar(s) = node, !s.string.isEmpty else {
-            error(node, "`\(key)` must be text; found \(describe(node))")
-            return nil
-        }
-        return s.string
-    }
-
-    mutating func int(_ node: Node, key: String, range: ClosedRange<Int>) -> Int? {
-        guard case .scalar = node, let v = node.int else {
-            error(node, "`\(key)` must be a whole number; found \(describe(node))")
-            return nil
-        }
-        guard range.contains(v) else {
-            error(node, "`\(key)` must be between \(range.lowerBound) and \(range.upperBound); found \(v)")
-            return nil
-        }
-        return v
-    }
 
     mutating func path(_ node: Node, key: String) -> String? {
         guard let s = string(node, key: key) else { return nil }
