@@ -25,6 +25,34 @@ extension ScenarioExecution {
         return info
     }
 
+    /// The device's PCI state as the guest sees it (`lspci -vvv` and its sysfs resource file):
+    /// IDs, BAR sizes, command register, MSI/MSI-X, PCIe DevCtl and LnkSta, driver.
+    func deviceSnapshot(_ agent: GuestAgent, mac: String) async throws -> DeviceSnapshot {
+        let info = try await deviceInfo(agent, mac: mac)
+        guard let bdf = info.fields["bdf"] else { throw RunnerError.step("device \(mac) has no PCI address in the guest") }
+        let lspci = try await agent.run("/usr/bin/lspci", ["-vvv", "-nn", "-s", bdf], until: .now + .seconds(10))
+        let resource = try? await agent.run("/bin/cat", ["/sys/bus/pci/devices/\(bdf)/resource"], until: .now + .seconds(10))
+        return DeviceSnapshot.parse(lspci: lspci.output, resource: resource?.output)
+    }
+
+    /// One line of what a snapshot holds, so a report shows the comparison was not empty.
+    static func describe(_ s: DeviceSnapshot) -> String {
+        let ids = [s.vendorID, s.deviceID].map { $0.map { String(format: "%04x", $0) } ?? "?" }.joined(separator: ":")
+        let bars = s.bars.keys.sorted().map { "BAR\($0)=\(s.bars[$0]?.size.map(String.init) ?? "?")" }.joined(separator: ",")
+        let msix = s.msix.map { "MSI-X \($0.enabled ? "on" : "off") x\($0.tableSize ?? 0)" } ?? "no MSI-X"
+        let cmd = s.control.filter(\.value).keys.sorted().joined(separator: "+")
+        return "\(ids) \(bars) cmd=\(cmd) \(msix) driver=\(s.driver ?? "none")"
+    }
+
+    /// Snapshots of every guest device, taken before a migration for the comparison after it.
+    func snapshotDevices(_ agent: GuestAgent) async -> [String: DeviceSnapshot] {
+        var out: [String: DeviceSnapshot] = [:]
+        for d in scenario.guest.devices {
+            if let mac = try? mac(of: d.name), let snap = try? await deviceSnapshot(agent, mac: mac) { out[d.name] = snap }
+        }
+        return out
+    }
+
     /// A standalone FLR (flr != nil) or driver-reset step: runs `count` cycles and records the
     /// outcome as a fault record.
     func guestDeviceAction(flr: Fault.FLRMode?, device: String, count: Int, deadline: ContinuousClock.Instant) async throws {
@@ -72,6 +100,11 @@ extension ScenarioExecution {
                 return s
             }
             if dhcp == nil { findings.append("\(d.name): no DHCP lease (no traffic through the device)") }
+            // The device's state on this host against its state on the source before the migration.
+            if let before = devicesBeforeMigration[d.name], let now = try? await deviceSnapshot(agent, mac: mac) {
+                for diff in DeviceSnapshot.diff(before, now) { findings.append("\(d.name): \(diff)") }
+                summary.append("\(d.name) state compared with the source before the migration: " + Self.describe(now))
+            }
             summary.append("\(d.name) \(info.identity) driver=\(info.fields["driver"] ?? "") link=\(info.fields["link"] ?? "?") dhcp=\(dhcp == nil ? "failed" : "ok")")
         }
         r.findings = findings + summary

@@ -34,6 +34,10 @@ final class ScenarioExecution: @unchecked Sendable {
     var lastMigration: (from: String, to: String)?
     /// Device identities seen after boot, by device name.
     var deviceBaseline: [String: DeviceInfo] = [:]
+    /// Device state snapshots taken on the source right before the last migration.
+    var devicesBeforeMigration: [String: DeviceSnapshot] = [:]
+    /// Whether any step verifies devices (only then are snapshots taken).
+    lazy var checksDevices: Bool = scenario.flattenedSteps.contains { if case let .verify(v) = $0.action { v.devices } else { false } }
     var stepIndex = 0
 
     init(scenario: Scenario, lab: LabEnvironment, image: GuestImage, journal: Journal, config: RunConfiguration,

@@ -196,6 +196,10 @@ public struct Expectations: Sendable, Equatable, Codable {
     public var guestState: GuestState?
     /// A failing migration must end (libvirt notices the fault) within this many seconds of it.
     public var failureDetectedWithinSeconds: Double?
+    /// After a failed migration nothing may be left on the destination (`clean`), or a
+    /// leftover is reported but tolerated (`any`).
+    public var destinationAfterFailure: DestinationAfterFailure = .clean
+    public enum DestinationAfterFailure: String, Sendable, Codable, CaseIterable { case clean, any }
 
     public init(migrations: MigrationOutcome = .completed, memory: MemoryVerdict = .intact, console: ConsoleVerdict = .clean,
                 devices: DeviceVerdict = .working, errorCodes: [Int32]? = nil, errorMessage: String? = nil,

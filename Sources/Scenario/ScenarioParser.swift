@@ -110,7 +110,11 @@ struct NodeReader: YAMLNodeReading {
         deviceModels = Dictionary(guest.devices.map { ($0.name, $0.model) }, uniquingKeysWith: { a, _ in a })
         if let s = m["steps"] { steps = stepList(s, context: "`steps`") }
         var expect = Expectations()
-        if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s"]) {
+        if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s",
+                                                                             "destination_after_failure"]) {
+            if let v = em["destination_after_failure"], let c = choice(v, key: "destination_after_failure", as: Expectations.DestinationAfterFailure.self) {
+                expect.destinationAfterFailure = c
+            }
             if let v = em["migrations"], let c = choice(v, key: "migrations", as: Expectations.MigrationOutcome.self) { expect.migrations = c }
             if let v = em["memory"], let c = choice(v, key: "memory", as: Expectations.MemoryVerdict.self) { expect.memory = c }
             if let v = em["console"], let c = choice(v, key: "console", as: Expectations.ConsoleVerdict.self) { expect.console = c }
