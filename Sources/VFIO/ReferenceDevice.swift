@@ -114,7 +114,9 @@ final class SavingSession {
     var pending: ArraySlice<UInt8> = []
     var pendingKind: Kind = .initial
     /// What each chunk looked like when it was last sent: a chunk differing from it is dirty.
-    var sent: [Int: ArraySlice<UInt8>] = [:]
+    /// (Copies, not slices of the image: a slice would keep each sent image alive, and comparing
+    /// optional slices crashed once in CI inside ArraySlice's ==.)
+    var sent: [Int: [UInt8]] = [:]
     var endSent = false
 
     init(chunkCount: Int) { initialChunks = Array(0..<chunkCount) }
@@ -169,7 +171,9 @@ extension ReferenceDevice {
 
     func dirtyChunks(_ saving: SavingSession, image: [UInt8]) -> [Int] {
         (0..<chunkCount).filter { index in
-            !saving.initialChunks.contains(index) && saving.sent[index] != chunk(index, of: image)
+            guard !saving.initialChunks.contains(index) else { return false }
+            guard let last = saving.sent[index] else { return true }
+            return !last.elementsEqual(chunk(index, of: image))
         }
     }
 
@@ -183,10 +187,10 @@ extension ReferenceDevice {
                 (saving.pending, saving.pendingKind) = (ArraySlice(ReferenceStreamFormat.encode(streamHeader)), .initial)
             } else if !saving.initialChunks.isEmpty {
                 let index = saving.initialChunks.removeFirst()
-                saving.sent[index] = chunk(index, of: image)
+                saving.sent[index] = Array(chunk(index, of: image))
                 (saving.pending, saving.pendingKind) = (ArraySlice(ReferenceStreamFormat.encodeChunk(index: index, bytes: chunk(index, of: image))), .initial)
             } else if let index = dirtyChunks(saving, image: image).first {
-                saving.sent[index] = chunk(index, of: image)
+                saving.sent[index] = Array(chunk(index, of: image))
                 (saving.pending, saving.pendingKind) = (ArraySlice(ReferenceStreamFormat.encodeChunk(index: index, bytes: chunk(index, of: image))), .dirty)
             } else if precopy {
                 // "During pre-copy the migration data FD has a temporary end of stream ... the
