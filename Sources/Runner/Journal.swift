@@ -218,7 +218,6 @@ public final class Journal: @unchecked Sendable {
     private let start = ContinuousClock.now
     private let encoder: JSONEncoder
     private let formatter = ISO8601DateFormatter()
-    private var observers: [@Sendable (JournalEvent) -> Void] = []
 
     public init(path: String) throws {
         self.path = path
@@ -236,15 +235,10 @@ public final class Journal: @unchecked Sendable {
     /// Seconds since the journal was opened.
     public var elapsed: Double { (ContinuousClock.now - start).seconds }
 
-    /// Called for every event after it was written (live progress, tests).
-    public func observe(_ f: @escaping @Sendable (JournalEvent) -> Void) {
-        lock.withLock { observers.append(f) }
-    }
-
     @discardableResult
     public func record(_ event: JournalEvent) -> JournalEvent {
         var e = event
-        let obs: [@Sendable (JournalEvent) -> Void] = lock.withLock {
+        lock.withLock {
             seq += 1
             e.seq = seq
             e.t = (elapsed * 1000).rounded() / 1000
@@ -260,9 +254,7 @@ public final class Journal: @unchecked Sendable {
                     }
                 }
             }
-            return observers
         }
-        for o in obs { o(e) }
         return e
     }
 

@@ -23,7 +23,6 @@ extension ScenarioExecution {
         var fired = 0
         var nextFireMs: Double?
         var guestPid: Int?
-        var guestHost: String?
         var conditionSeenMs: Double?
         init(_ f: Fault) { fault = f }
     }
@@ -225,13 +224,11 @@ extension ScenarioExecution {
                 let mac = try mac(of: device)
                 let agent = GuestAgent(domain: domain)
                 f.guestPid = try await agent.exec(Self.guestctl, ["flr", mac, mode.rawValue, loop ? "0" : "1"])
-                f.guestHost = source.name
                 rec.result = loop ? "FLR loop started (guest pid \(f.guestPid!))" : "FLR started"
             case let .guestDeviceReset(device, loop):
                 rec.host = source.name
                 let mac = try mac(of: device)
                 f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, ["reset", mac, loop ? "0" : "1"])
-                f.guestHost = source.name
                 rec.result = loop ? "reset loop started (guest pid \(f.guestPid!))" : "reset started"
             case let .abort(s):
                 let h = side(s)
