@@ -146,8 +146,7 @@ public struct BuiltinLab: Sendable {
             guard let conn = try? await Connection.open(uri: controlURI(h)) else { continue }
             for d in (try? conn.allDomains()) ?? [] where d.name.hasPrefix("miglab-") {
                 logger.info("host \(h.name): removing guest \(d.name) left by an earlier run")
-                if d.isActive { try? await d.destroy() }
-                try? d.undefine()
+                try? await d.remove()
             }
         }
     }
@@ -163,8 +162,7 @@ public struct BuiltinLab: Sendable {
             if FileManager.default.fileExists(atPath: socketPath(h)),
                let conn = try? await Connection.open(uri: controlURI(h)) {
                 for d in (try? conn.allDomains()) ?? [] {
-                    if d.isActive { try? await d.destroy() }
-                    try? d.undefine()
+                    try? await d.remove()
                 }
             }
             if let pid = ProcessTable.readPidFile(supervisorPidFile(h)) {

@@ -74,6 +74,17 @@ public final class Domain: @unchecked Sendable {
         guard virDomainUndefineFlags(raw, flags) == 0 else { throw LibvirtError.last("virDomainUndefineFlags(\(name))") }
     }
 
+    /// Stops the domain if it runs (`virDomainDestroy`) and removes its definition
+    /// (`virDomainUndefineFlags`). Both are tried; the first error is thrown.
+    public func remove() async throws {
+        var first: Error?
+        if isActive {
+            do { try await destroy() } catch { first = error }
+        }
+        do { try undefine() } catch { first = first ?? error }
+        if let first { throw first }
+    }
+
     /// `virDomainSuspend`.
     public func suspend() throws {
         guard virDomainSuspend(raw) == 0 else { throw LibvirtError.last("virDomainSuspend(\(name))") }

@@ -312,8 +312,7 @@ extension ScenarioExecution {
             var e = event(.note)
             e.message = "after the failed migration libvirt left the guest on \(destination.name) (\(st)); the lab removes it"
             journal.record(e)
-            if d.isActive { try? await d.destroy() }
-            try? d.undefine()
+            try? await d.remove()
         }
         let tolerated = scenario.expect.destinationAfterFailure == .any
         afterFailure.append(ExpectationRecord(what: "destination after failed migration #\(migrationRecords.count)",

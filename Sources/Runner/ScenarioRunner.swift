@@ -94,8 +94,7 @@ final class ScenarioExecution: @unchecked Sendable {
         }
         for (_, h) in lab.hosts {
             if let d = try h.connection.domain(named: domainName) {
-                if d.isActive { try await d.destroy() }
-                try d.undefine()
+                try await d.remove()
             }
         }
         try? FileManager.default.removeItem(atPath: consoleLog)
@@ -121,8 +120,7 @@ final class ScenarioExecution: @unchecked Sendable {
         let dir = config.scenarioArtifacts(scenario.name)
         for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
             if let d = try? h.connection.domain(named: domainName) {
-                if d.isActive { try? await d.destroy() }
-                try? d.undefine()
+                try? await d.remove()
             }
             if let log = h.qemuLogPath(domain: domainName), FileManager.default.fileExists(atPath: log) {
                 try? FileManager.default.removeItem(atPath: "\(dir)/qemu-\(name).log")

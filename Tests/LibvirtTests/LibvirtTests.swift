@@ -48,6 +48,14 @@ struct LibvirtTests {
         #expect(try c.domain(named: "lt-guest") == nil)
     }
 
+    @Test func removeStopsAndUndefines() async throws {
+        let c = try Connection(uri: "test:///default")
+        let d = try c.defineDomain(xml: Self.domainXML.replacingOccurrences(of: "lt-guest", with: "lt-remove"))
+        try await d.start()
+        try await d.remove()
+        #expect(try c.domain(named: "lt-remove") == nil)
+    }
+
     @Test func lifecycleEventsArriveOnTheEventLoop() async throws {
         let c = try Connection(uri: "test:///default")
         let events = try c.events()
