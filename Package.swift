@@ -47,7 +47,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Runner", dependencies: [
-            "Libvirt", "Lab", "Scenario", "CSystem",
+            "Libvirt", "Lab", "Scenario", "PCI", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Report", dependencies: ["Runner", "Scenario"]),

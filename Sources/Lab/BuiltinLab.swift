@@ -228,7 +228,8 @@ public struct BuiltinLab: Sendable {
             let conn = try await Connection.open(uri: controlURI(h))
             hosts[h.name] = LabHost(name: h.name, controlURI: controlURI(h), peerURI: peerURI(h),
                                     migrationAddress: h.address, logDirectory: "\(hostDirectory(h))/log",
-                                    connection: conn, actions: BuiltinHostActions(spec: h, directory: hostDirectory(h)))
+                                    connection: conn, actions: BuiltinHostActions(spec: h, directory: hostDirectory(h)),
+                                    accelerator: .tcg, emulator: qemuBinary, consoleLogDirectory: scratchDirectory)
         }
         let v = (try? qemuVersion().text) ?? "?"
         return BuiltinLabEnvironment(hosts: hosts, summary: "built-in lab (2 hosts, QEMU \(v), TCG)",
@@ -418,9 +419,9 @@ struct BuiltinHostActions: HostActions {
 public struct BuiltinLabEnvironment: LabEnvironment {
     public let hosts: [String: LabHost]
     public let summary: String
-    public var sharesFilesystemWithRunner: Bool { true }
-    public let sharedScratchDirectory: String
+    public let sharedScratchDirectory: String?
     public let lab: BuiltinLab
+    public var labFile: LabFile? { nil }
 }
 
 /// An exclusive flock(2) on a file, held until `unlock()`, deinit or process exit (so a

@@ -11,8 +11,8 @@ public struct DomainDefinition: Sendable, Equatable {
     public var vcpus: Int
     public var image: GuestImage
     public var kernelArguments: [String]
-    /// QEMU binary (`<emulator>`).
-    public var emulator: String
+    /// QEMU binary (`<emulator>`); nil lets libvirt pick the host's default.
+    public var emulator: String?
     /// The serial console is logged to this file on the host (append mode, so the source and
     /// the destination QEMU write one continuous file on a shared filesystem).
     public var consoleLog: String
@@ -39,7 +39,7 @@ public struct DomainDefinition: Sendable, Equatable {
     }
 
     public init(name: String, memoryMiB: Int, vcpus: Int, image: GuestImage, kernelArguments: [String],
-                emulator: String, consoleLog: String, nics: [NIC] = [], hostdevs: [Hostdev] = []) {
+                emulator: String?, consoleLog: String, nics: [NIC] = [], hostdevs: [Hostdev] = []) {
         self.name = name
         self.memoryMiB = memoryMiB
         self.vcpus = vcpus
@@ -73,7 +73,7 @@ public struct DomainDefinition: Sendable, Equatable {
             domain.addChild(XMLElement(name: event, stringValue: "destroy"))
         }
         let devices = XMLElement(name: "devices")
-        devices.addChild(XMLElement(name: "emulator", stringValue: emulator))
+        if let emulator { devices.addChild(XMLElement(name: "emulator", stringValue: emulator)) }
         for nic in nics {
             let iface = el("interface", nil, ["type": "user"])
             iface.addChild(el("mac", nil, ["address": nic.mac]))

@@ -17,10 +17,22 @@ public final class LabHost: Sendable {
     public let logDirectory: String?
     /// Host-side fault actions, where the lab can do them.
     public let actions: HostActions?
+    /// How guests run here: TCG on the built-in lab, KVM on hardware nodes.
+    public let accelerator: DomainDefinition.Accelerator
+    /// The QEMU binary (`<emulator>`); nil lets the host's libvirt pick its default.
+    public let emulator: String?
+    /// The folder on this host where QEMU logs the guest's serial console.
+    public let consoleLogDirectory: String
+    /// Where the guest image goes on this host: nil when the runner's own image files are
+    /// readable there (same machine); else a folder for a libvirt storage pool that the
+    /// runner uploads the kernel and initramfs into.
+    public let imagePoolDirectory: String?
     private let current: Mutex<Connection>
 
     public init(name: String, controlURI: String, peerURI: String, migrationAddress: String?,
-                logDirectory: String?, connection: Connection, actions: HostActions? = nil) {
+                logDirectory: String?, connection: Connection, actions: HostActions? = nil,
+                accelerator: DomainDefinition.Accelerator = .tcg, emulator: String? = nil,
+                consoleLogDirectory: String, imagePoolDirectory: String? = nil) {
         self.name = name
         self.controlURI = controlURI
         self.peerURI = peerURI
@@ -28,6 +40,10 @@ public final class LabHost: Sendable {
         self.logDirectory = logDirectory
         self.current = Mutex(connection)
         self.actions = actions
+        self.accelerator = accelerator
+        self.emulator = emulator
+        self.consoleLogDirectory = consoleLogDirectory
+        self.imagePoolDirectory = imagePoolDirectory
     }
 
     /// The connection to this host's libvirt daemon (a new one after `reconnect`).
@@ -80,8 +96,10 @@ public protocol LabEnvironment: Sendable {
     var hosts: [String: LabHost] { get }
     /// Short description for logs and results ("built-in lab, QEMU 10.0.2").
     var summary: String { get }
-    /// Can the runner read files the hypervisor writes (memory dumps, console logs)?
-    var sharesFilesystemWithRunner: Bool { get }
-    /// A folder both the runner and every host's QEMU can write and read.
-    var sharedScratchDirectory: String { get }
+    /// A folder both the runner and every host's QEMU can write and read (memory dumps, the
+    /// console log); nil when the hosts are other machines. Then the runner reads guest memory
+    /// through `virDomainMemoryPeek` and the console through `virDomainOpenConsole`.
+    var sharedScratchDirectory: String? { get }
+    /// The lab file of a hardware lab (device pools, locks); nil for the built-in lab.
+    var labFile: LabFile? { get }
 }

@@ -5,6 +5,7 @@ import FoundationXML
 import Libvirt
 import Logging
 import PCI
+import Scenario
 
 /// A passthrough device of a guest: libvirt's `<hostdev mode='subsystem'>`.
 public enum Hostdev: Sendable, Equatable {
@@ -135,12 +136,31 @@ public protocol PassthroughHostControl: Sendable {
     func createMdev(parent: String, type: String, uuid: UUID) async throws
     /// Removes it.
     func destroyMdev(uuid: UUID) async throws
+    /// Resets the function on the host (while a guest may be using it).
+    func reset(_ address: PCIAddress, method: Fault.HostResetMethod) async throws
 }
 
-/// `PassthroughHostControl` through libvirt's node-device API (works for remote hosts too).
+/// `PassthroughHostControl` through libvirt's node-device API (works for remote hosts too);
+/// the sysfs FLR, which libvirt has no call for, through `sysfs`.
 public struct LibvirtPassthroughControl: PassthroughHostControl {
     public let connection: Connection
-    public init(connection: Connection) { self.connection = connection }
+    public let sysfs: SysfsFunctionReset?
+    public init(connection: Connection, sysfs: SysfsFunctionReset? = nil) {
+        self.connection = connection
+        self.sysfs = sysfs
+    }
+
+    public func reset(_ address: PCIAddress, method: Fault.HostResetMethod) async throws {
+        switch method {
+        case .nodeDevice:
+            try await device(address).reset()
+        case .flr:
+            guard let sysfs else {
+                throw PassthroughError(message: "host-flr on \(connection.uri) needs the host's sysfs: a local host, or `ssh: user@host` in the lab file")
+            }
+            try await sysfs.functionLevelReset(address)
+        }
+    }
 
     func device(_ address: PCIAddress) throws -> NodeDevice {
         guard let d = try connection.nodeDevice(named: address.nodeDeviceName) else {
@@ -173,6 +193,62 @@ public struct LibvirtPassthroughControl: PassthroughHostControl {
     }
 }
 
+/// A function-level reset through sysfs: `reset_method` set to `flr`, `1` written to `reset`,
+/// then `reset_method` put back. On the local machine (or a fake sysfs tree in tests) the files
+/// are written directly; on a remote host over ssh.
+public struct SysfsFunctionReset: Sendable {
+    public enum Access: Sendable, Equatable {
+        /// A sysfs mount readable here (`/sys`, or a test's tree).
+        case local(root: String)
+        /// `user@host`, reached with ssh in batch mode.
+        case ssh(target: String)
+    }
+    public let access: Access
+    public init(access: Access) { self.access = access }
+
+    /// How a lab-file host's sysfs is reached, when it can be.
+    public init?(host: LabFile.Host) {
+        if host.isLocal || host.sysfsRoot != nil {
+            self.init(access: .local(root: host.sysfsRoot ?? "/sys"))
+        } else if let target = host.sshTarget {
+            self.init(access: .ssh(target: target))
+        } else {
+            return nil
+        }
+    }
+
+    public func functionLevelReset(_ address: PCIAddress) async throws {
+        switch access {
+        case let .local(root):
+            let dir = "\(root)/bus/pci/devices/\(address)"
+            guard FileManager.default.fileExists(atPath: dir) else {
+                throw PassthroughError(message: "\(address): no such device in \(root)")
+            }
+            let methodFile = "\(dir)/reset_method"
+            let previous = try? String(contentsOfFile: methodFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            if previous != nil {
+                do { try write("flr", to: methodFile) } catch {
+                    throw PassthroughError(message: "\(address) does not offer FLR (writing `flr` to reset_method failed: \(error)); use host-device-reset")
+                }
+            }
+            defer { if let previous { try? write(previous.isEmpty ? "default" : previous, to: methodFile) } }
+            try write("1", to: "\(dir)/reset")
+        case let .ssh(target):
+            // The address is hex digits and separators only (PCIAddress parses nothing else).
+            let d = "/sys/bus/pci/devices/\(address)"
+            let script = "old=$(cat \(d)/reset_method) && echo flr > \(d)/reset_method && echo 1 > \(d)/reset; rc=$?; "
+                + "echo \"${old:-default}\" > \(d)/reset_method; exit $rc"
+            try await onBlockingThread("ssh") { _ = try Command.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", target, script]) }
+        }
+    }
+
+    private func write(_ text: String, to path: String) throws {
+        guard let h = FileHandle(forWritingAtPath: path) else { throw PassthroughError(message: "cannot open \(path) for writing") }
+        defer { try? h.close() }
+        try h.write(contentsOf: Data(text.utf8))
+    }
+}
+
 public struct PassthroughError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public init(message: String) { self.message = message }
@@ -194,13 +270,33 @@ public final class PassthroughSession: Sendable {
     public let plan: DevicePlan
     private let changes: [Change]
     private let locks: DeviceLockSet
+    private let controls: [String: any PassthroughHostControl]
     private let logger: Logger
 
-    private init(plan: DevicePlan, changes: [Change], locks: DeviceLockSet, logger: Logger) {
+    private init(plan: DevicePlan, changes: [Change], locks: DeviceLockSet, controls: [String: any PassthroughHostControl], logger: Logger) {
         self.plan = plan
         self.changes = changes
         self.locks = locks
+        self.controls = controls
         self.logger = logger
+    }
+
+    /// Resets every PCI function of requirement `requirement` on `host`, and nothing else: only
+    /// the functions this run was given from the pools (checked and locked by `prepare`) are
+    /// ever reset. Returns the addresses reset.
+    public func reset(requirement: String, on host: String, method: Fault.HostResetMethod) async throws -> [PCIAddress] {
+        let functions = plan.devices(on: host).filter { $0.requirement == requirement }.compactMap { d -> PCIAddress? in
+            if case let .pci(f) = d.resource { f.address } else { nil }
+        }
+        guard !functions.isEmpty else {
+            throw PassthroughError(message: "refused: `\(requirement)` has no PCI function of the run's pools on host `\(host)`; a host-side reset only touches the devices the lab file gave this run")
+        }
+        guard let control = controls[host] else { throw PassthroughError(message: "no control for host `\(host)`") }
+        for address in functions {
+            try await control.reset(address, method: method)
+            logger.info("passthrough: \(method.kind) of \(address) on \(host)")
+        }
+        return functions
     }
 
     /// Lock takeovers (a dead run's lock), for the run's log.
@@ -248,7 +344,7 @@ public final class PassthroughSession: Sendable {
             if undoErrors.isEmpty { throw error }
             throw PassthroughError(message: "\(error); undoing what was done also failed: \(undoErrors.joined(separator: "; "))")
         }
-        return PassthroughSession(plan: plan, changes: changes, locks: locks, logger: logger)
+        return PassthroughSession(plan: plan, changes: changes, locks: locks, controls: controls, logger: logger)
     }
 
     /// Restores everything `prepare` changed, newest first, going on after errors; releases the

@@ -17,6 +17,13 @@ import Yams
 ///     migration_address: 10.0.0.1          # where the migration stream goes
 ///     sysfs_root: /sys                     # optional, local hosts only: read PCI devices from this
 ///                                          # sysfs (a fake tree in tests) instead of libvirt
+///     accelerator: kvm                     # optional: kvm (default) or tcg (QEMU's emulator)
+///     emulator: /usr/bin/qemu-system-x86_64  # optional: default, the host libvirt's choice
+///     image_dir: /var/lib/libvirt/images/miglab  # optional: the runner uploads the guest image
+///                                          # into a libvirt storage pool here (default for
+///                                          # remote hosts; local hosts use the runner's files)
+///     ssh: root@node1                      # optional: for host-side sysfs FLR on a remote host
+///                                          # (default: the user and host of a qemu+ssh URI)
 ///     pools:                               # devices guests may get; each pool has one selector
 ///       - {name: nics, addresses: ["0000:3b:00.2", "0000:3b:00.3"]}
 ///       - {name: vfs, vfs_of: "0000:3b:00.0"}              # the enabled VFs of this PF
@@ -58,10 +65,23 @@ public struct LabFile: Sendable, Equatable {
         public var sysfsRoot: String?
         public var pools: [Pool]
         public var mdevTypes: [MdevPool]
+        /// How guests run: KVM on hardware nodes (VFIO needs it), TCG where KVM cannot run.
+        public var accelerator: DomainDefinition.Accelerator
+        /// The QEMU binary; nil: the host libvirt's default.
+        public var emulator: String?
+        /// A folder on the host for the guest image, uploaded through a libvirt storage pool;
+        /// nil: the runner's own image files (local hosts only).
+        public var imageDirectory: String?
+        /// `user@host` for host-side actions libvirt has no API for (sysfs FLR) on a remote host.
+        public var sshTarget: String?
         public var location: SourceLocation?
 
+        public static let defaultImageDirectory = "/var/lib/libvirt/images/miglab"
+
         public init(name: String, uri: String, peerURI: String? = nil, migrationAddress: String? = nil, sysfsRoot: String? = nil,
-                    pools: [Pool] = [], mdevTypes: [MdevPool] = [], location: SourceLocation? = nil) {
+                    pools: [Pool] = [], mdevTypes: [MdevPool] = [], accelerator: DomainDefinition.Accelerator = .kvm,
+                    emulator: String? = nil, imageDirectory: String? = nil, sshTarget: String? = nil,
+                    location: SourceLocation? = nil) {
             self.name = name
             self.uri = uri
             self.peerURI = peerURI ?? uri
@@ -69,7 +89,15 @@ public struct LabFile: Sendable, Equatable {
             self.sysfsRoot = sysfsRoot
             self.pools = pools
             self.mdevTypes = mdevTypes
+            self.accelerator = accelerator
+            self.emulator = emulator
             self.location = location
+            self.sshTarget = sshTarget
+            self.imageDirectory = imageDirectory
+            if self.imageDirectory == nil && !isLocal { self.imageDirectory = Self.defaultImageDirectory }
+            if self.sshTarget == nil, let c = URLComponents(string: uri), c.scheme?.hasSuffix("+ssh") == true, let h = c.host, !h.isEmpty {
+                self.sshTarget = (c.user.map { "\($0)@" } ?? "") + h
+            }
         }
 
         /// The URI names no remote machine (`qemu:///system`, `test:///default`).
@@ -253,8 +281,44 @@ struct LabFileReader: YAMLNodeReading {
     }
 
     mutating func host(_ node: Node, name: String, key: Node) -> LabFile.Host? {
-        guard let m = mapping(node, context: "host `\(name)`", allowed: ["uri", "peer_uri", "migration_address", "sysfs_root", "pools", "mdev_types"],
+        guard let m = mapping(node, context: "host `\(name)`", allowed: ["uri", "peer_uri", "migration_address", "sysfs_root", "pools", "mdev_types",
+                                                                    "accelerator", "emulator", "image_dir", "ssh"],
                               required: ["uri"]) else { return nil }
+        let accelerator = m["accelerator"].flatMap { v -> DomainDefinition.Accelerator? in
+            guard let s = string(v, key: "accelerator") else { return nil }
+            switch s {
+            case "kvm": return .kvm
+            case "tcg": return .tcg
+            default:
+                error(v, "`accelerator` is `kvm` or `tcg`; found `\(s)`")
+                return nil
+            }
+        }
+        let emulator = m["emulator"].flatMap { v -> String? in
+            guard let s = string(v, key: "emulator") else { return nil }
+            guard s.hasPrefix("/") else {
+                error(v, "`emulator` is the absolute path of the QEMU binary on the host, like /usr/bin/qemu-system-x86_64; found `\(s)`")
+                return nil
+            }
+            return s
+        }
+        let imageDirectory = m["image_dir"].flatMap { v -> String? in
+            guard let s = string(v, key: "image_dir") else { return nil }
+            guard s.hasPrefix("/") else {
+                error(v, "`image_dir` is an absolute folder on the host (its libvirt makes it), like \(LabFile.Host.defaultImageDirectory); found `\(s)`")
+                return nil
+            }
+            return s
+        }
+        let ssh = m["ssh"].flatMap { v -> String? in
+            guard let s = string(v, key: "ssh") else { return nil }
+            // It becomes an ssh argument: no options, no spaces.
+            guard s.wholeMatch(of: #/([A-Za-z0-9._-]+@)?[A-Za-z0-9.:_-]+/#) != nil, !s.hasPrefix("-") else {
+                error(v, "`ssh` is a target like root@node1; found `\(s)`")
+                return nil
+            }
+            return s
+        }
         let uri = m["uri"].flatMap { uriValue($0, key: "uri") }
         let peer = m["peer_uri"].flatMap { uriValue($0, key: "peer_uri") }
         let migrationAddress = m["migration_address"].flatMap { string($0, key: "migration_address") }
@@ -299,7 +363,8 @@ struct LabFileReader: YAMLNodeReading {
         }
         guard let uri else { return nil }
         return LabFile.Host(name: name, uri: uri, peerURI: peer, migrationAddress: migrationAddress, sysfsRoot: sysfs,
-                            pools: pools, mdevTypes: mdevs, location: location(key))
+                            pools: pools, mdevTypes: mdevs, accelerator: accelerator ?? .kvm, emulator: emulator,
+                            imageDirectory: imageDirectory, sshTarget: ssh, location: location(key))
     }
 
     mutating func uriValue(_ node: Node, key: String) -> String? {

@@ -53,10 +53,13 @@ public final class Domain: @unchecked Sendable {
         return String(cString: s)
     }
 
-    /// `virDomainCreate`: starts a defined domain.
-    public func start() async throws {
-        try await onBlockingThread("virDomainCreate") { [self] in
-            guard virDomainCreate(raw) == 0 else { throw LibvirtError.last("virDomainCreate(\(name))") }
+    /// `virDomainCreateWithFlags`: starts a defined domain; with `paused`
+    /// (`VIR_DOMAIN_START_PAUSED`) its vCPUs wait for `resume()`, so that a console reader can
+    /// attach before the guest prints its first line.
+    public func start(paused: Bool = false) async throws {
+        let flags = paused ? VIR_DOMAIN_START_PAUSED.rawValue : 0
+        try await onBlockingThread("virDomainCreateWithFlags") { [self] in
+            guard virDomainCreateWithFlags(raw, flags) == 0 else { throw LibvirtError.last("virDomainCreateWithFlags(\(name))") }
         }
     }
 
@@ -148,6 +151,31 @@ public final class Domain: @unchecked Sendable {
             let format = UInt32(VIR_DOMAIN_CORE_DUMP_FORMAT_RAW.rawValue)
             guard virDomainCoreDumpWithFormat(raw, path, format, VIR_DUMP_MEMORY_ONLY.rawValue) == 0 else {
                 throw LibvirtError.last("virDomainCoreDumpWithFormat(\(name))")
+            }
+        }
+    }
+
+    /// The largest block one `virDomainMemoryPeek` may read through libvirt's remote protocol
+    /// (`REMOTE_DOMAIN_MEMORY_PEEK_BUFFER_MAX`).
+    public static let memoryPeekLimit = 65_536
+
+    /// `virDomainMemoryPeek` with `VIR_MEMORY_PHYSICAL`, block after block: guest physical
+    /// memory read through libvirt, so it works on a host whose files the caller cannot read.
+    /// `body` gets each block with its guest physical address, in order, on one blocking thread.
+    public func readPhysicalMemory(from start: UInt64, count: UInt64,
+                                   blockSize: Int = Domain.memoryPeekLimit,
+                                   _ body: @escaping @Sendable (UInt64, UnsafeRawBufferPointer) throws -> Void) async throws {
+        precondition(blockSize > 0 && blockSize <= Self.memoryPeekLimit)
+        try await onBlockingThread("virDomainMemoryPeek") { [self] in
+            var buffer = [UInt8](repeating: 0, count: blockSize)
+            var at = start
+            let end = start + count
+            while at < end {
+                let n = Int(min(UInt64(blockSize), end - at))
+                let rc = buffer.withUnsafeMutableBytes { virDomainMemoryPeek(raw, at, n, $0.baseAddress, UInt32(VIR_MEMORY_PHYSICAL.rawValue)) }
+                guard rc == 0 else { throw LibvirtError.last("virDomainMemoryPeek(\(name), 0x\(String(at, radix: 16)), \(n))") }
+                try buffer.withUnsafeBytes { try body(at, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                at += UInt64(n)
             }
         }
     }

@@ -29,12 +29,13 @@ final class EventLoop: Sendable {
     }
 }
 
-/// Runs a blocking libvirt call on its own thread and resumes the caller when it returns.
+/// Runs a blocking call (libvirt, a child process, a sysfs scan) on its own thread and resumes
+/// the caller when it returns.
 ///
 /// libvirt calls such as a migration block for seconds; they must not occupy a thread of
 /// Swift's cooperative pool (2 cores here: two blocked calls would stall every task).
 /// libvirt's errors are thread-local, so `body` reads them on the same thread.
-func onBlockingThread<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+public func onBlockingThread<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, Error>) in
         let thread = Thread {
             do { cont.resume(returning: try body()) } catch { cont.resume(throwing: error) }

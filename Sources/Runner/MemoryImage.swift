@@ -32,7 +32,6 @@ public enum MemoryImage {
                 throw FormatError(description: "\(name): program headers out of bounds")
             }
             var pages: [MemoryOracle.Page] = []
-            let page = MemoryOracle.pageSize
             for i in 0..<phnum {
                 let h = phoff + i * phentsize
                 guard u32(h) == 1 else { continue } // PT_LOAD
@@ -40,32 +39,63 @@ public enum MemoryImage {
                 guard offset >= 0, filesz >= 0, offset + filesz <= raw.count else {
                     throw FormatError(description: "\(name): segment \(i) runs past the end of the file (truncated dump?)")
                 }
-                // Walk the page boundaries of guest physical memory within this segment.
-                let misalign = Int(paddr % UInt64(page))
-                var o = misalign == 0 ? 0 : page - misalign
-                while o + 48 <= filesz {
-                    let at = offset + o
-                    if u64(at + 8) == MemoryOracle.magic {
-                        let index = u64(at + 16)
-                        var damage: Int?
-                        if o + page <= filesz {
-                            for w in MemoryOracle.bodyWords where u64(at + w * 8) != MemoryOracle.bodyWord(index: index, word: UInt64(w)) {
-                                damage = w * 8
-                                break
-                            }
-                        } else {
-                            damage = filesz - o   // the page is cut off by the segment's end
-                        }
-                        pages.append(MemoryOracle.Page(
-                            physicalAddress: paddr + UInt64(o), counter: u32(at), reserved: u32(at + 4),
-                            magic: u64(at + 8), index: index, pfn: u64(at + 24),
-                            pageCount: u64(at + 32), check: u64(at + 40), bodyDamageOffset: damage))
-                    }
-                    o += page
-                }
+                scan(UnsafeRawBufferPointer(rebasing: raw[offset..<offset + filesz]), physicalAddress: paddr, into: &pages)
             }
             return pages
         }
+    }
+
+    /// Appends the workload pages found in `block`, a stretch of guest physical memory that
+    /// starts at `physicalAddress`. Pages are found at guest page boundaries; a page cut off by
+    /// the block's end counts as damaged, so callers pass blocks that end on a page boundary
+    /// (or at the end of a memory region).
+    public static func scan(_ block: UnsafeRawBufferPointer, physicalAddress paddr: UInt64, into pages: inout [MemoryOracle.Page]) {
+        func u32(_ o: Int) -> UInt32 { block.loadUnaligned(fromByteOffset: o, as: UInt32.self).littleEndian }
+        func u64(_ o: Int) -> UInt64 { block.loadUnaligned(fromByteOffset: o, as: UInt64.self).littleEndian }
+        let page = MemoryOracle.pageSize
+        let size = block.count
+        let misalign = Int(paddr % UInt64(page))
+        var o = misalign == 0 ? 0 : page - misalign
+        while o + 48 <= size {
+            if u64(o + 8) == MemoryOracle.magic {
+                let index = u64(o + 16)
+                var damage: Int?
+                if o + page <= size {
+                    for w in MemoryOracle.bodyWords where u64(o + w * 8) != MemoryOracle.bodyWord(index: index, word: UInt64(w)) {
+                        damage = w * 8
+                        break
+                    }
+                } else {
+                    damage = size - o   // the page is cut off by the block's end
+                }
+                pages.append(MemoryOracle.Page(
+                    physicalAddress: paddr + UInt64(o), counter: u32(o), reserved: u32(o + 4),
+                    magic: u64(o + 8), index: index, pfn: u64(o + 24),
+                    pageCount: u64(o + 32), check: u64(o + 40), bodyDamageOffset: damage))
+            }
+            o += page
+        }
+    }
+
+    /// The guest's RAM regions from its `/proc/iomem` ("System RAM" at the top level), as
+    /// page-aligned (start, length) pairs for reading through `virDomainMemoryPeek`.
+    public static func systemRAM(iomem: String) throws -> [(start: UInt64, length: UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        let page = UInt64(MemoryOracle.pageSize)
+        for line in iomem.split(whereSeparator: \.isNewline) where !line.hasPrefix(" ") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, parts[1].trimmingCharacters(in: .whitespaces) == "System RAM" else { continue }
+            let range = parts[0].trimmingCharacters(in: .whitespaces).split(separator: "-")
+            guard range.count == 2, let a = UInt64(range[0], radix: 16), let b = UInt64(range[1], radix: 16), b >= a else {
+                throw FormatError(description: "the guest's /proc/iomem has a line miglab cannot read: `\(line)`")
+            }
+            let start = (a + page - 1) / page * page, end = (b + 1) / page * page
+            if end > start { out.append((start, end - start)) }
+        }
+        guard !out.isEmpty, out.contains(where: { $0.1 > 0 }) else {
+            throw FormatError(description: "the guest's /proc/iomem lists no System RAM (is it readable as root? addresses all zero mean it was read without privileges)")
+        }
+        return out
     }
 
     /// Builds a minimal ELF core with the given segments: the test twin of QEMU's dump.

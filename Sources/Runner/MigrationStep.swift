@@ -43,10 +43,14 @@ extension ScenarioExecution {
         if m.suspend { flags.insert(.suspend) }
         var params = MigrationParameters(bandwidthMiBps: m.bandwidthMiBps.map(UInt64.init))
 
-        // A destination whose definition differs from the source's.
+        // The destination's own passthrough functions and image paths, and a destination whose
+        // definition differs from the source's on purpose.
+        let migratable = try dom.xml(migratable: true)
+        var destinationXML = try destinationDefinition(migratable, destination: m.to)
         if let change = m.destinationChange {
-            params.destinationXML = try changedDefinition(try dom.xml(migratable: true), change)
+            destinationXML = try changedDefinition(destinationXML ?? migratable, change)
         }
+        params.destinationXML = destinationXML
         // A proxy that damages the stream: it takes the destination's migration address; the
         // destination QEMU listens on the host's second address.
         var proxy: StreamProxy?
@@ -139,6 +143,14 @@ extension ScenarioExecution {
             record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
                                      stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
             location = m.to
+            // The console moved with the guest: read it on the destination from now on.
+            if consoleCapture != nil, let moved = try? dst.connection.domain(named: domainName) {
+                do { try captureConsole(of: moved) } catch {
+                    var e = event(.note)
+                    e.message = "cannot read the console on \(m.to) after the migration: \(error)"
+                    journal.record(e)
+                }
+            }
         case let .failure(error):
             let lv = error as? LibvirtError
             let outcome = lv?.code == LibvirtError.operationAborted && !timedOut ? "aborted" : "failed"
@@ -260,6 +272,10 @@ extension ScenarioExecution {
                 rec.host = source.name
                 try domain.setMaxDowntime(milliseconds: UInt64(ms))
                 rec.result = "max downtime \(ms) ms"
+            case let .hostReset(device, method, s):
+                let h = side(s)
+                rec.host = h.name
+                rec.result = try await hostReset(device: device, method: method, on: h.name)
             }
         } catch {
             rec.error = "\(error)"

@@ -76,6 +76,16 @@ public final class BuiltinLabProvider: LabProvider, @unchecked Sendable {
     }
 }
 
+/// A hardware lab from a lab file: connects to its hosts; nothing to bring up or take down
+/// (each scenario takes and gives back its own devices).
+public final class HardwareLabProvider: LabProvider {
+    let lab: HardwareLab
+    public init(file: LabFile) { lab = HardwareLab(file: file) }
+    public var description: String { "lab file \(lab.file.file)" }
+    public func prepare() async throws -> LabEnvironment { try await lab.environment() }
+    public func finish() async {}
+}
+
 /// Runs scenarios one after the other and journals the run; the results are built from the
 /// journal by the Report layer.
 public final class RunController: @unchecked Sendable {
@@ -171,6 +181,12 @@ public final class RunController: @unchecked Sendable {
             progress.show("[\(scenario.name)] tear-down")
             await exec.tearDown()
             phase("lab_setup", scenario, since: td, message: "guest removed, logs kept")
+            // Devices left bound to the wrong driver on a shared node are a failure of the run.
+            if !exec.passthroughRestoreProblems.isEmpty {
+                outcome = "error"
+                message = [message, "passthrough devices not restored: " + exec.passthroughRestoreProblems.joined(separator: "; ")]
+                    .compactMap { $0 }.joined(separator: "; ")
+            }
         }
         progress.clear()
         var fin = JournalEvent(kind: .scenarioFinished, scenario: scenario.name)

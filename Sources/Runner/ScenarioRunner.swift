@@ -3,6 +3,7 @@ import Lab
 import Libvirt
 import Logging
 import Scenario
+import Synchronization
 
 /// Runs one scenario's steps against a lab and journals everything that happens.
 ///
@@ -18,7 +19,20 @@ final class ScenarioExecution: @unchecked Sendable {
     let progress: ProgressLine
 
     let domainName: String
+    /// The console log the runner reads: in the shared scratch folder (the host's QEMU writes
+    /// it), or in the scenario's artifacts (the runner copies the console there through libvirt).
     let consoleLog: String
+    /// The console log the hosts' QEMU writes (the domain XML's `<log file>`).
+    let hostConsoleLog: String
+    /// Copies the console through libvirt on labs without a shared folder; re-opened on the
+    /// destination after each migration.
+    var consoleCapture: ConsoleCapture?
+    /// The devices, locks and host-side changes of a hardware lab's passthrough devices.
+    var passthrough: PassthroughSession?
+    /// The guest image as each host reads it (uploaded to hosts that do not share files).
+    var images: [String: GuestImage] = [:]
+    /// What `tearDown` could not restore; a scenario with any is an error, whatever it checked.
+    var passthroughRestoreProblems: [String] = []
     /// Where the guest runs now (host name), nil before boot.
     var location: String?
     var migrationOutcomes: [String] = []
@@ -51,7 +65,14 @@ final class ScenarioExecution: @unchecked Sendable {
         self.progress = progress
         let safe = scenario.name.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "-" }
         domainName = "miglab-" + String(safe.prefix(40))
-        consoleLog = "\(lab.sharedScratchDirectory)/\(domainName).console.log"
+        if let shared = lab.sharedScratchDirectory {
+            consoleLog = "\(shared)/\(domainName).console.log"
+            hostConsoleLog = consoleLog
+        } else {
+            consoleLog = "\(config.scenarioArtifacts(scenario.name))/console.log"
+            let directory = lab.hosts.values.first?.consoleLogDirectory ?? HardwareLab.consoleLogDirectory
+            hostConsoleLog = "\(directory)/\(domainName).console.log"
+        }
     }
 
     /// MAC address of the guest's i-th device: how the guest tool finds the device.
@@ -86,12 +107,14 @@ final class ScenarioExecution: @unchecked Sendable {
 
     // MARK: set-up and tear-down
 
-    /// Removes what an earlier run of this scenario may have left, and defines the guest on the
-    /// host of the first boot step.
+    /// Removes what an earlier run of this scenario may have left, takes the scenario's
+    /// passthrough devices (hardware labs: plan, locks, driver binding, mdevs), puts the guest
+    /// image on the hosts, and defines the guest on the host of the first boot step.
     func setUp() async throws {
-        if !scenario.guest.passthrough.isEmpty && lab is BuiltinLabEnvironment {
+        if !scenario.guest.passthrough.isEmpty && lab.labFile == nil {
             throw RunnerError.step("scenario \(scenario.name) asks for passthrough devices (\(scenario.guest.passthrough.map(\.name).joined(separator: ", "))); the built-in lab has none: run it with --lab FILE on hardware nodes")
         }
+        try checkHostActions()
         for (_, h) in lab.hosts {
             if let d = try h.connection.domain(named: domainName) {
                 try await d.remove()
@@ -101,23 +124,60 @@ final class ScenarioExecution: @unchecked Sendable {
         guard case let .boot(b)? = scenario.flattenedSteps.first(where: { if case .boot = $0.action { true } else { false } })?.action else {
             return
         }
-        var args = ["console=ttyS0", "panic=-1", "quiet"]
-        if scenario.guest.workloadMiB > 0 { args.append("miglab.memtest=\(scenario.guest.workloadMiB)") }
-        let def = DomainDefinition(name: domainName, memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
-                                   image: image, kernelArguments: args, emulator: config.qemuBinary,
-                                   consoleLog: consoleLog,
+        let visited = DevicePlanner.visitedHosts(scenario)
+        if let labFile = lab.labFile, !scenario.guest.passthrough.isEmpty {
+            passthrough = try await preparePassthrough(labFile, hosts: visited)
+        }
+        for name in visited {
+            progress.show("[\(scenario.name)] guest image on \(name)")
+            images[name] = try await GuestImageStaging.stage(image, on: try host(name), logger: logger)
+        }
+        let bootHost = try host(b.host)
+        var def = DomainDefinition(name: domainName, memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
+                                   image: images[b.host] ?? image, kernelArguments: kernelArguments(), emulator: bootHost.emulator,
+                                   consoleLog: hostConsoleLog,
                                    nics: scenario.guest.devices.enumerated().map { i, d in
                                        .init(model: d.model.libvirtModel, mac: Self.mac(i))
-                                   })
+                                   },
+                                   hostdevs: passthrough?.plan.hostdevs(on: b.host) ?? [])
+        def.accelerator = bootHost.accelerator
         let xml = def.xml()
         try xml.write(toFile: "\(config.scenarioArtifacts(scenario.name))/domain.xml", atomically: true, encoding: .utf8)
-        _ = try host(b.host).connection.defineDomain(xml: xml)
+        _ = try bootHost.connection.defineDomain(xml: xml)
+    }
+
+    func kernelArguments() -> [String] {
+        var args = ["console=ttyS0", "panic=-1", "quiet"]
+        if scenario.guest.workloadMiB > 0 { args.append("miglab.memtest=\(scenario.guest.workloadMiB)") }
+        return args
+    }
+
+    /// Refuses, before anything starts, a fault this lab cannot inject (killing processes and
+    /// cutting links need a lab that controls the hosts' processes and network).
+    func checkHostActions() throws {
+        for step in scenario.flattenedSteps {
+            guard case let .migrate(m) = step.action else { continue }
+            var needs: [String] = m.faults.compactMap { f in
+                switch f.action {
+                case .killQEMU, .killLibvirtd, .networkPartition: f.kind
+                default: nil
+                }
+            }
+            if m.corruptStream != nil { needs.append("corrupt_stream") }
+            for what in needs {
+                for name in [m.from, m.to] where lab.hosts[name]?.actions == nil && lab.hosts[name] != nil {
+                    let at = step.location.map { "\($0): " } ?? ""
+                    throw RunnerError.step("\(at)`\(what)` needs host-side control of host \(name)'s processes and network, which \(lab.summary) does not offer (the built-in lab does)")
+                }
+            }
+        }
     }
 
     /// Destroys and undefines the guest everywhere, and keeps its logs as artifacts.
     /// Runs also after a failure or an interrupt, so it never gives up early.
     func tearDown() async {
         let dir = config.scenarioArtifacts(scenario.name)
+        consoleCapture?.stop()
         for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
             if let d = try? h.connection.domain(named: domainName) {
                 try? await d.remove()
@@ -131,9 +191,20 @@ final class ScenarioExecution: @unchecked Sendable {
                 try? FileManager.default.copyItem(atPath: "\(logDir)/libvirtd.log", toPath: "\(dir)/libvirtd-\(name).log")
             }
         }
-        if FileManager.default.fileExists(atPath: consoleLog) {
+        if consoleLog != "\(dir)/console.log", FileManager.default.fileExists(atPath: consoleLog) {
             try? FileManager.default.removeItem(atPath: "\(dir)/console.log")
             try? FileManager.default.copyItem(atPath: consoleLog, toPath: "\(dir)/console.log")
+        }
+        // The devices go back to their drivers (and the locks are released) only once the
+        // guest is gone everywhere.
+        if let session = passthrough {
+            let problems = await session.finish()
+            var e = event(.note)
+            e.message = problems.isEmpty ? "passthrough devices restored and unlocked"
+                : "passthrough devices NOT fully restored: \(problems.joined(separator: "; "))"
+            if !problems.isEmpty { e.outcome = "error" }
+            journal.record(e)
+            passthroughRestoreProblems = problems
         }
     }
 
@@ -177,6 +248,16 @@ final class ScenarioExecution: @unchecked Sendable {
                     finish.phase = "faults"
                     try await guestDeviceAction(flr: nil, device: device, count: count, deadline: deadline)
                     keepGoing = true
+                case let .hostReset(device, method):
+                    finish.phase = "faults"
+                    guard let here = location else { throw RunnerError.step("\(method.kind): the guest runs nowhere") }
+                    var rec = FaultRecord(kind: method.kind, trigger: "step", firedAtMs: 0)
+                    rec.host = here
+                    rec.result = try await hostReset(device: device, method: method, on: here)
+                    var e = event(.fault)
+                    e.fault = rec
+                    journal.record(e)
+                    keepGoing = true
                 }
                 finish.outcome = "passed"
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
@@ -210,6 +291,7 @@ final class ScenarioExecution: @unchecked Sendable {
         case let .repeat(r): return "repeat \(r.times)x"
         case let .guestFLR(d, mode, n): return "guest FLR of \(d) (\(mode.rawValue)) x\(n)"
         case let .guestDeviceReset(d, n): return "guest device reset of \(d) x\(n)"
+        case let .hostReset(d, method): return "\(method.kind) of \(d) on the guest's host"
         }
     }
 
@@ -220,7 +302,14 @@ final class ScenarioExecution: @unchecked Sendable {
         }
         let events = try h.connection.events()
         progress.show("[\(scenario.name)] boot on \(b.host)")
-        try await dom.start()
+        if lab.sharedScratchDirectory == nil {
+            // The console is read through libvirt: attach before the first line is printed.
+            try await dom.start(paused: true)
+            try captureConsole(of: dom)
+            try dom.resume()
+        } else {
+            try await dom.start()
+        }
         location = b.host
         // The guest agent connects once the guest has booted: wait for libvirt's event; a guest
         // that stops or crashes first ends the wait at once.
@@ -306,21 +395,35 @@ final class ScenarioExecution: @unchecked Sendable {
             r.detail = "memory oracle disabled: only the guest's liveness and its own error count were checked"
             return r
         }
-        guard lab.sharesFilesystemWithRunner else {
-            throw RunnerError.step("verify memory: the full check needs a dump folder shared by the runner and host \(h.name)")
+        let pages: [MemoryOracle.Page]
+        var readThrough = ""
+        if let shared = lab.sharedScratchDirectory {
+            let dump = "\(shared)/\(domainName).\(h.name).core"
+            try? FileManager.default.removeItem(atPath: dump)
+            try dom.suspend()
+            defer { try? FileManager.default.removeItem(atPath: dump) }
+            do {
+                try await dom.dumpMemory(to: dump)
+            } catch {
+                try? dom.resume()
+                throw error
+            }
+            try dom.resume()
+            pages = try MemoryImage.workloadPages(elfCoreAt: dump)
+        } else {
+            // No folder the runner and the host share: read guest RAM through libvirt.
+            let iomem = try await agent.readFile("/proc/iomem", maxBytes: 1 << 20)
+            let regions = try MemoryImage.systemRAM(iomem: String(decoding: iomem, as: UTF8.self))
+            try dom.suspend()
+            do {
+                pages = try await Self.peekWorkloadPages(dom, regions: regions)
+            } catch {
+                try? dom.resume()
+                throw error
+            }
+            try dom.resume()
+            readThrough = " (guest RAM read through virDomainMemoryPeek)"
         }
-        let dump = "\(lab.sharedScratchDirectory)/\(domainName).\(h.name).core"
-        try? FileManager.default.removeItem(atPath: dump)
-        try dom.suspend()
-        defer { try? FileManager.default.removeItem(atPath: dump) }
-        do {
-            try await dom.dumpMemory(to: dump)
-        } catch {
-            try? dom.resume()
-            throw error
-        }
-        try dom.resume()
-        let pages = try MemoryImage.workloadPages(elfCoreAt: dump)
         let verdict = MemoryOracle.check(pages: pages, expectedPages: scenario.guest.workloadMiB * 1024 * 1024 / MemoryOracle.pageSize)
         r.pagesChecked = verdict.pagesChecked
         r.badPages = verdict.badPages
@@ -331,9 +434,28 @@ final class ScenarioExecution: @unchecked Sendable {
         if r.guestReportedErrors ?? 0 > 0 { problems.append("the workload found \(r.guestReportedErrors!) bad pages itself") }
         r.verdict = problems.isEmpty ? "pass" : "fail"
         r.detail = problems.isEmpty
-            ? "\(verdict.pagesChecked) pages intact, counter \(verdict.counter.map(String.init) ?? "?") boundary at page \(verdict.boundary ?? 0)"
-            : problems.joined(separator: "; ")
+            ? "\(verdict.pagesChecked) pages intact, counter \(verdict.counter.map(String.init) ?? "?") boundary at page \(verdict.boundary ?? 0)\(readThrough)"
+            : problems.joined(separator: "; ") + readThrough
         return r
+    }
+
+    /// The workload pages of the given RAM regions, read with `virDomainMemoryPeek`.
+    static func peekWorkloadPages(_ dom: Domain, regions: [(start: UInt64, length: UInt64)]) async throws -> [MemoryOracle.Page] {
+        let found = Mutex<[MemoryOracle.Page]>([])
+        for region in regions {
+            try await dom.readPhysicalMemory(from: region.start, count: region.length) { at, block in
+                var pages: [MemoryOracle.Page] = []
+                MemoryImage.scan(block, physicalAddress: at, into: &pages)
+                if !pages.isEmpty { found.withLock { $0 += pages } }
+            }
+        }
+        return found.withLock { $0 }
+    }
+
+    /// Starts copying the console of `dom` into `consoleLog` (stopping an earlier copy).
+    func captureConsole(of dom: Domain) throws {
+        consoleCapture?.stop()
+        consoleCapture = try ConsoleCapture(domain: dom, appendingTo: consoleLog)
     }
 
     func workloadStatus(_ agent: GuestAgent) async throws -> WorkloadStatus {

@@ -62,6 +62,20 @@ public struct Fault: Sendable, Equatable, Codable {
         case networkPartition(mode: PartitionMode, durationMs: Int)
         /// Raise the maximum downtime so that a migration that does not converge can finish.
         case setMaxDowntime(ms: Int)
+        /// A host-side reset of a passthrough device (every function of the requirement) on one
+        /// side, under the running guest (hardware labs; only devices of the lab file's pools).
+        case hostReset(device: String, method: HostResetMethod, side: MigrationSide)
+    }
+
+    /// How a host resets a passed-through PCI function.
+    public enum HostResetMethod: String, Sendable, Codable, CaseIterable {
+        /// `virNodeDeviceReset`: libvirt picks FLR, else a power-management or bus reset.
+        case nodeDevice = "node-device"
+        /// A function-level reset through sysfs (`reset_method` flr, then `reset`).
+        case flr
+
+        /// The step and fault name.
+        public var kind: String { self == .flr ? "host-flr" : "host-device-reset" }
     }
 
     public enum FLRMode: String, Sendable, Codable, CaseIterable {
@@ -100,6 +114,7 @@ public struct Fault: Sendable, Equatable, Codable {
         case .killLibvirtd: "kill-libvirtd"
         case .networkPartition: "network-partition"
         case .setMaxDowntime: "set-max-downtime"
+        case let .hostReset(_, method, _): method.kind
         }
     }
 }

@@ -86,6 +86,7 @@ public struct Step: Sendable, Equatable, Codable {
         case .repeat: "repeat"
         case .guestFLR: "guest-flr"
         case .guestDeviceReset: "guest-device-reset"
+        case let .hostReset(_, method): method.kind
         }
     }
 
@@ -96,7 +97,7 @@ public struct Step: Sendable, Equatable, Codable {
             case .migrate: 300
             case .verify: 180
             case .repeat: .infinity
-            case .guestFLR, .guestDeviceReset: 120
+            case .guestFLR, .guestDeviceReset, .hostReset: 120
             }
         }()
     }
@@ -110,6 +111,8 @@ public struct Step: Sendable, Equatable, Codable {
         case guestFLR(device: String, mode: Fault.FLRMode, count: Int)
         /// Driver unbind/bind cycles of a guest device from inside the guest.
         case guestDeviceReset(device: String, count: Int)
+        /// A host-side reset of a passthrough device, on the host the guest runs on (hardware labs).
+        case hostReset(device: String, method: Fault.HostResetMethod)
     }
 
     public struct Boot: Sendable, Equatable, Codable {

@@ -108,6 +108,7 @@ struct NodeReader: YAMLNodeReading {
         }
         var steps: [Step] = []
         deviceModels = Dictionary(guest.devices.map { ($0.name, $0.model) }, uniquingKeysWith: { a, _ in a })
+        passthroughKinds = Dictionary(guest.passthrough.map { ($0.name, $0.kind) }, uniquingKeysWith: { a, _ in a })
         if let s = m["steps"] { steps = stepList(s, context: "`steps`") }
         var expect = Expectations()
         if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s",
@@ -155,8 +156,9 @@ struct NodeReader: YAMLNodeReading {
         return seq.compactMap { step($0) }
     }
 
-    static let stepKinds = ["boot", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset"]
-    static let faultKinds = ["guest-flr", "guest-device-reset", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime"]
+    static let stepKinds = ["boot", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset", "host-flr", "host-device-reset"]
+    static let faultKinds = ["guest-flr", "guest-device-reset", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime",
+                             "host-flr", "host-device-reset"]
 
     mutating func step(_ node: Node) -> Step? {
         guard let map = node.mapping, map.count == 1, let (k, v) = map.first.map({ ($0.key, $0.value) }) else {
@@ -213,6 +215,13 @@ struct NodeReader: YAMLNodeReading {
                   let dev = m["device"].flatMap({ device($0, key: "device") }) else { return nil }
             let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
             return Step(.guestDeviceReset(device: dev, count: count), timeoutSeconds: timeout(m), location: loc)
+        case "host-flr", "host-device-reset":
+            // `host-flr: vf` or `host-flr: {device: vf, timeout_s: 30}`
+            let method: Fault.HostResetMethod = kind == "host-flr" ? .flr : .nodeDevice
+            if case .scalar = v { return passthroughDevice(v, key: kind).map { Step(.hostReset(device: $0, method: method), location: loc) } }
+            guard let m = mapping(v, context: "`\(kind)`", allowed: ["device", "timeout_s"], required: ["device"]),
+                  let dev = m["device"].flatMap({ passthroughDevice($0, key: "device") }) else { return nil }
+            return Step(.hostReset(device: dev, method: method), timeoutSeconds: timeout(m), location: loc)
         case "verify":
             // `verify: [memory, console]`, `verify: memory` or `verify: {memory: true, console: false}`
             var ver = Step.Verify(memory: false, console: false)
@@ -277,7 +286,7 @@ struct NodeReader: YAMLNodeReading {
                     flowError("`verify: memory` needs the memory workload; `guest.workload_mib` is 0")
                 }
             case .repeat: break
-            case .guestFLR, .guestDeviceReset:
+            case .guestFLR, .guestDeviceReset, .hostReset:
                 if at == nil { flowError("`\(step.kind)` before `boot`: boot the guest first") }
             }
         }
@@ -287,6 +296,25 @@ struct NodeReader: YAMLNodeReading {
 
     /// Device names the steps may use (set from `guest.devices` before the steps are read).
     var deviceModels: [String: GuestDevice.Model] = [:]
+    /// Passthrough requirements by name (set from `guest.passthrough` before the steps are read).
+    var passthroughKinds: [String: PassthroughRequirement.Kind] = [:]
+
+    /// A passthrough requirement a host-side reset can act on: a PCI function (an mdev has no
+    /// function of its own to reset).
+    mutating func passthroughDevice(_ node: Node, key: String) -> String? {
+        guard let name = string(node, key: key) else { return nil }
+        guard let kind = passthroughKinds[name] else {
+            let known = passthroughKinds.keys.sorted()
+            error(node, "`\(key)`: host-side resets act on passthrough devices (`guest.passthrough`); the guest has "
+                  + (known.isEmpty ? "none" : known.map { "`\($0)`" }.joined(separator: ", ")) + ", not `\(name)`")
+            return nil
+        }
+        guard kind == .vfioPCI else {
+            error(node, "`\(name)` is an mdev: it has no PCI function of its own to reset on the host; host-side resets take `kind: vfio-pci` devices")
+            return nil
+        }
+        return name
+    }
 
     mutating func devices(_ node: Node) -> [GuestDevice] {
         guard case let .sequence(seq) = node else {
@@ -348,6 +376,7 @@ struct NodeReader: YAMLNodeReading {
         case "guest-device-reset": allowed += ["device", "loop"]
         case "abort", "kill-qemu", "kill-libvirtd": allowed += ["side"]
         case "network-partition": allowed += ["mode", "duration_ms"]
+        case "host-flr", "host-device-reset": allowed += ["device", "side"]
         default: allowed += ["max_downtime_ms"]
         }
         let empty = Node.mapping(Node.Mapping([]))
@@ -377,6 +406,12 @@ struct NodeReader: YAMLNodeReading {
             let mode = m["mode"].flatMap { choice($0, key: "mode", as: Fault.PartitionMode.self) } ?? .linkDown
             let d = m["duration_ms"].flatMap { int($0, key: "duration_ms", range: 1...3_600_000) } ?? 5000
             action = .networkPartition(mode: mode, durationMs: d)
+        case "host-flr", "host-device-reset":
+            guard let dev = m["device"].flatMap({ passthroughDevice($0, key: "device") }) else {
+                if m["device"] == nil { error(v, "`\(kind)` needs `device`, a passthrough device of the guest") }
+                return nil
+            }
+            action = .hostReset(device: dev, method: kind == "host-flr" ? .flr : .nodeDevice, side: side ?? .source)
         default:
             guard let ms = m["max_downtime_ms"].flatMap({ int($0, key: "max_downtime_ms", range: 1...3_600_000) }) else {
                 if m["max_downtime_ms"] == nil { error(v, "`set-max-downtime` needs `max_downtime_ms`") }

@@ -1,12 +1,23 @@
-/// A PCI function address, "DDDD:BB:DD.F" (domain, bus, device, function), as sysfs names it.
-public struct PCIAddress: Hashable, Sendable, Codable, CustomStringConvertible {
+/// The address of a PCI function: domain, bus, device (slot) and function, written as the
+/// kernel, sysfs and lspci write it, `0000:3b:00.2`. One type for every layer (the PCI
+/// inventory, the lab's pools and hostdevs, the VFIO backend).
+public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible, LosslessStringConvertible {
     public let domain: UInt32
     public let bus: UInt8
     public let device: UInt8
     public let function: UInt8
 
+    public init(domain: UInt32 = 0, bus: UInt8, device: UInt8, function: UInt8) {
+        precondition(device < 32 && function < 8, "PCI device \(device) / function \(function) out of range")
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
+    }
+
     /// Parses "0000:3b:00.1" or the short "3b:00.1" (domain 0). Anything else is nil: the string
-    /// becomes part of sysfs paths, so nothing but hex digits and the separators gets through.
+    /// becomes part of sysfs paths and host commands, so nothing but hex digits and the
+    /// separators gets through.
     public init?(_ text: String) {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 2 || parts.count == 3 else { return nil }
@@ -18,17 +29,48 @@ public struct PCIAddress: Hashable, Sendable, Codable, CustomStringConvertible {
               let domain = UInt32(domainText, radix: 16), let bus = UInt8(busText, radix: 16),
               let device = UInt8(slot[0], radix: 16), device < 32,
               let function = UInt8(slot[1], radix: 16), function < 8 else { return nil }
-        self.domain = domain
-        self.bus = bus
-        self.device = device
-        self.function = function
+        self.init(domain: domain, bus: bus, device: device, function: function)
+    }
+
+    /// Parses libvirt's node-device name, `pci_0000_3b_00_2`.
+    public init?(nodeDeviceName name: String) {
+        let parts = name.split(separator: "_")
+        guard parts.count == 5, parts[0] == "pci" else { return nil }
+        self.init("\(parts[1]):\(parts[2]):\(parts[3]).\(parts[4])")
     }
 
     public var description: String {
-        func hex(_ value: some BinaryInteger, _ width: Int) -> String {
-            let digits = String(value, radix: 16)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        "\(Self.hex(domain, 4)):\(Self.hex(bus, 2)):\(Self.hex(device, 2)).\(Self.hex(function, 1))"
+    }
+
+    /// libvirt's node-device name for this function, `pci_0000_3b_00_2`.
+    public var nodeDeviceName: String {
+        "pci_\(Self.hex(domain, 4))_\(Self.hex(bus, 2))_\(Self.hex(device, 2))_\(Self.hex(function, 1))"
+    }
+
+    public static func < (a: PCIAddress, b: PCIAddress) -> Bool {
+        (a.domain, a.bus, a.device, a.function) < (b.domain, b.bus, b.device, b.function)
+    }
+
+    /// Lower-case hexadecimal, zero-padded to `width` digits.
+    static func hex(_ value: some BinaryInteger, _ width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    }
+}
+
+extension PCIAddress: Codable {
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let address = PCIAddress(text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a PCI address: \(text)")
         }
-        return "\(hex(domain, 4)):\(hex(bus, 2)):\(hex(device, 2)).\(hex(function, 1))"
+        self = address
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 }

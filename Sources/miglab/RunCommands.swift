@@ -70,7 +70,7 @@ struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run", abstract: "Run scenarios; with no --lab on the built-in lab, brought up when needed.")
     @Argument(help: "Scenario files or folders.") var paths: [String]
-    @Option(help: "Lab file naming hardware hosts and their device pools (with --dry-run for now).") var lab: String?
+    @Option(help: "Lab file naming the hosts (libvirt URIs) and their device pools; without it, the built-in lab.") var lab: String?
     @Flag(help: "Print the plan (devices per host, domain XML) and change nothing.") var dryRun = false
     @Option(help: "Write the JSON result here.") var json: String?
     @Option(help: "Write JUnit XML here.") var junit: String?
@@ -98,19 +98,23 @@ struct RunCommand: AsyncParsableCommand {
             }
             return
         }
+        let provider: LabProvider
         if let lab {
-            // Planning, locks and device set-up for hardware labs exist (see --dry-run); running
-            // scenarios on hardware hosts is not wired into the runner yet.
-            FileHandle.standardError.write(Data("\(lab): running on a hardware lab is not supported by this miglab yet (--dry-run is); run without --lab to use the built-in lab\n".utf8))
-            throw ExitCode(ExitStatus.badInput)
+            do {
+                provider = HardwareLabProvider(file: try LabFile.load(path: lab))
+            } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(ExitStatus.badInput)
+            }
+        } else {
+            provider = BuiltinLabProvider(allowOldQEMU: allowOldQemu, keepUp: keepLab)
         }
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
                                                 formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime])
         let dir = artifacts ?? "artifacts/\(stamp.replacingOccurrences(of: ":", with: ""))"
         let config = RunConfiguration(artifactsDirectory: dir, liveProgress: isatty(2) == 1,
                                       memoryOracleEnabled: !disableMemoryOracle)
-        let controller = try RunController(config: config,
-                                           provider: BuiltinLabProvider(allowOldQEMU: allowOldQemu, keepUp: keepLab))
+        let controller = try RunController(config: config, provider: provider)
         print("miglab: journal \(controller.journal.path)")
         let task = Task { await controller.run(scenarios) }
         let signals = [SIGINT, SIGTERM, SIGHUP].map { sig -> DispatchSourceSignal in

@@ -1,0 +1,116 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Libvirt
+import Logging
+import Scenario
+
+/// A lab of hosts named by a lab file (hardware nodes, or any libvirt daemons): the runner
+/// reaches each one only through its libvirt URI. Nothing here assumes the runner can read the
+/// hosts' files: guest memory is read with `virDomainMemoryPeek`, the console through
+/// `virDomainOpenConsole`, and the guest image is uploaded through a storage pool.
+public struct HardwareLab: Sendable {
+    public let file: LabFile
+    /// Where a host's QEMU logs the serial console (libvirt's own QEMU log folder).
+    public static let consoleLogDirectory = "/var/log/libvirt/qemu"
+
+    public init(file: LabFile) { self.file = file }
+
+    /// Connects to every host of the lab file.
+    public func environment() async throws -> HardwareLabEnvironment {
+        var hosts: [String: LabHost] = [:]
+        var parts: [String] = []
+        for h in file.hosts {
+            let connection: Connection
+            do {
+                connection = try await Connection.open(uri: h.uri)
+            } catch {
+                throw LabFileErrors(diagnostics: [Diagnostic(location: h.location ?? SourceLocation(file: file.file, line: 0, column: 0),
+                                                             message: "cannot connect to host `\(h.name)` at \(h.uri): \(error); is its libvirt daemon running and reachable?")])
+            }
+            let qemu = (try? connection.hypervisorVersion()).map { "QEMU \($0.major).\($0.minor).\($0.micro)" } ?? "QEMU ?"
+            parts.append("\(h.name): \(h.uri), \(qemu), \(h.accelerator == .kvm ? "KVM" : "TCG")")
+            hosts[h.name] = LabHost(name: h.name, controlURI: h.uri, peerURI: h.peerURI, migrationAddress: h.migrationAddress,
+                                    logDirectory: nil, connection: connection, actions: nil,
+                                    accelerator: h.accelerator, emulator: h.emulator,
+                                    consoleLogDirectory: Self.consoleLogDirectory, imagePoolDirectory: h.imageDirectory)
+        }
+        return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file)
+    }
+}
+
+public struct HardwareLabEnvironment: LabEnvironment {
+    public let hosts: [String: LabHost]
+    public let summary: String
+    public var sharedScratchDirectory: String? { nil }
+    public let labFile: LabFile?
+}
+
+/// Puts the guest image where a host's QEMU can read it.
+public enum GuestImageStaging {
+    /// The storage pool the image goes into on hosts with an `imagePoolDirectory`.
+    public static let poolName = "miglab-images"
+
+    /// The image as `host` sees it: the runner's own files when the host reads them, else
+    /// the kernel and initramfs uploaded (once per content hash) into a directory storage pool.
+    public static func stage(_ image: GuestImage, on host: LabHost, logger: Logger = Logger(label: "miglab.image")) async throws -> GuestImage {
+        guard let directory = host.imagePoolDirectory else { return image }
+        let connection = host.connection
+        let pool: StoragePool
+        if let existing = try connection.storagePool(named: poolName) {
+            if !existing.isActive { try existing.start() }
+            pool = existing
+        } else {
+            pool = try connection.createStoragePool(xml: poolXML(directory: directory))
+        }
+        try pool.refresh()
+        let tag = String(image.hash.prefix(16))
+        var paths: [String] = []
+        for (file, suffix) in [(image.kernel, "vmlinuz"), (image.initrd, "initrd.img")] {
+            let name = "miglab-\(tag)-\(suffix)"
+            let size = try FileManager.default.attributesOfItem(atPath: file)[.size] as? UInt64 ?? 0
+            if let volume = try pool.volume(named: name) {
+                if try volume.capacity() == size {
+                    paths.append(try volume.path())
+                    continue
+                }
+                try volume.delete()   // a partial upload of an earlier run
+            }
+            let volume = try pool.createVolume(xml: volumeXML(name: name, bytes: size))
+            logger.info("uploading \(file) to host \(host.name) (\(size) bytes, pool \(poolName))")
+            do {
+                try await volume.upload(contentsOf: file)
+            } catch {
+                try? volume.delete()
+                throw error
+            }
+            paths.append(try volume.path())
+        }
+        return GuestImage(kernel: paths[0], initrd: paths[1], hash: image.hash, kernelVersion: image.kernelVersion)
+    }
+
+    static func poolXML(directory: String) -> String {
+        let pool = XMLElement(name: "pool")
+        pool.addAttribute(xmlAttribute("type", "dir"))
+        pool.addChild(XMLElement(name: "name", stringValue: poolName))
+        let target = XMLElement(name: "target")
+        target.addChild(XMLElement(name: "path", stringValue: directory))
+        pool.addChild(target)
+        return XMLDocument(rootElement: pool).xmlString
+    }
+
+    static func volumeXML(name: String, bytes: UInt64) -> String {
+        let volume = XMLElement(name: "volume")
+        volume.addChild(XMLElement(name: "name", stringValue: name))
+        let capacity = XMLElement(name: "capacity", stringValue: "\(bytes)")
+        capacity.addAttribute(xmlAttribute("unit", "bytes"))
+        volume.addChild(capacity)
+        let target = XMLElement(name: "target")
+        let format = XMLElement(name: "format")
+        format.addAttribute(xmlAttribute("type", "raw"))
+        target.addChild(format)
+        volume.addChild(target)
+        return XMLDocument(rootElement: volume).xmlString
+    }
+}
