@@ -20,6 +20,23 @@ public struct DomainDefinition: Sendable, Equatable {
     public var nics: [NIC]
     /// Passthrough devices (`<hostdev>`), from a `DevicePlan`.
     public var hostdevs: [Hostdev]
+    /// PCI serial ports (QEMU's pci-serial) whose line loops back: a UDP chardev that sends to
+    /// its own bound port on the host's loopback, so every byte the guest writes comes back.
+    public var serialLoopbacks: [SerialLoopback] = []
+
+    public struct SerialLoopback: Sendable, Equatable {
+        /// A user alias (`ua-...`), so the device is found in the domain XML.
+        public var alias: String
+        /// The UDP port on 127.0.0.1.
+        public var port: UInt16
+        /// false: the line goes nowhere (a broken device on purpose).
+        public var loops: Bool
+        public init(alias: String, port: UInt16, loops: Bool = true) {
+            self.alias = alias
+            self.port = port
+            self.loops = loops
+        }
+    }
     /// `<domain type=...>`: TCG for the built-in lab, KVM on hardware nodes.
     public var accelerator: Accelerator = .tcg
 
@@ -32,9 +49,12 @@ public struct DomainDefinition: Sendable, Equatable {
     public struct NIC: Sendable, Equatable {
         public var model: String
         public var mac: String
-        public init(model: String, mac: String) {
+        /// `<link state='down'/>`: the guest sees no carrier (a broken device on purpose).
+        public var linkDown: Bool
+        public init(model: String, mac: String, linkDown: Bool = false) {
             self.model = model
             self.mac = mac
+            self.linkDown = linkDown
         }
     }
 
@@ -78,6 +98,7 @@ public struct DomainDefinition: Sendable, Equatable {
             let iface = el("interface", nil, ["type": "user"])
             iface.addChild(el("mac", nil, ["address": nic.mac]))
             iface.addChild(el("model", nil, ["type": nic.model]))
+            if nic.linkDown { iface.addChild(el("link", nil, ["state": "down"])) }
             devices.addChild(iface)
         }
         for hostdev in hostdevs { devices.addChild(hostdev.xmlElement()) }
@@ -85,6 +106,17 @@ public struct DomainDefinition: Sendable, Equatable {
         serial.addChild(el("log", nil, ["file": consoleLog, "append": "on"]))
         serial.addChild(el("target", nil, ["port": "0"]))
         devices.addChild(serial)
+        for (i, loop) in serialLoopbacks.enumerated() {
+            // A broken line is a null chardev: it takes every byte and returns none.
+            let serial = el("serial", nil, ["type": loop.loops ? "udp" : "null"])
+            if loop.loops {
+                serial.addChild(el("source", nil, ["mode": "bind", "host": "127.0.0.1", "service": "\(loop.port)"]))
+                serial.addChild(el("source", nil, ["mode": "connect", "host": "127.0.0.1", "service": "\(loop.port)"]))
+            }
+            serial.addChild(el("target", nil, ["type": "pci-serial", "port": "\(i + 1)"]))
+            serial.addChild(el("alias", nil, ["name": loop.alias]))
+            devices.addChild(serial)
+        }
         let console = el("console", nil, ["type": "pty"])
         console.addChild(el("target", nil, ["type": "serial", "port": "0"]))
         devices.addChild(console)

@@ -51,20 +51,39 @@ public func dryRunPlan(scenarios: [Scenario], labFile: LabFile, inventories: any
     return out
 }
 
-/// The domain a scenario's guest would have on `host` under `plan`.
-public func plannedDomain(_ plan: DevicePlan, scenario: Scenario, host: String, image: GuestImage,
-                          emulator: String = "/usr/bin/qemu-system-x86_64", consoleLog: String) -> DomainDefinition {
-    var args = ["console=ttyS0", "panic=-1", "quiet"]
+/// The domain of a scenario's guest as defined on `host`: the runner defines it, the dry run
+/// prints it. Emulated NICs get `guestMAC(i)`, pci-serial devices a loopback UDP port, and the
+/// host's passthrough functions of `plan` their hostdevs.
+public func scenarioDomain(name: String, scenario: Scenario, plan: DevicePlan?, host: String, image: GuestImage,
+                           emulator: String?, accelerator: DomainDefinition.Accelerator, consoleLog: String) -> DomainDefinition {
+    // 8250.nr_uarts: Debian's kernel registers 4 UARTs at run time, all taken by the legacy
+    // ports; PCI serial devices (mtty, pci-serial) need more.
+    var args = ["console=ttyS0", "panic=-1", "quiet", "8250.nr_uarts=16"]
     if scenario.guest.workloadMiB > 0 { args.append("miglab.memtest=\(scenario.guest.workloadMiB)") }
-    var def = DomainDefinition(name: "miglab-\(scenario.name)", memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
+    var def = DomainDefinition(name: name, memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
                                image: image, kernelArguments: args, emulator: emulator, consoleLog: consoleLog,
-                               nics: scenario.guest.devices.enumerated().map { i, d in
-                                   .init(model: d.model.libvirtModel, mac: String(format: "52:54:00:6d:00:%02x", i))
+                               nics: scenario.guest.devices.enumerated().compactMap { i, d in
+                                   d.model.isNetwork ? .init(model: d.model.libvirtModel, mac: guestMAC(i), linkDown: d.broken) : nil
                                },
-                               hostdevs: plan.hostdevs(on: host))
-    // VFIO devices need a real IOMMU mapping of guest memory at hardware speed.
-    if !plan.devices(on: host).isEmpty { def.accelerator = .kvm }
+                               hostdevs: plan?.hostdevs(on: host) ?? [])
+    def.serialLoopbacks = scenario.guest.devices.enumerated().compactMap { i, d in
+        d.model == .pciSerial ? .init(alias: serialAlias(d.name), port: serialLoopbackPort(domain: name, index: i), loops: !d.broken) : nil
+    }
+    def.accelerator = accelerator
     return def
+}
+
+/// MAC address of the guest's i-th device: how the guest tool finds an emulated NIC.
+public func guestMAC(_ i: Int) -> String { String(format: "52:54:00:6d:6c:%02x", i + 1) }
+
+/// The user alias of a pci-serial device, by which it is found in the domain XML.
+public func serialAlias(_ name: String) -> String { "ua-serial-\(name)" }
+
+/// The UDP port of a pci-serial loopback: one per device (at most 8), spread by the guest's
+/// name so that guests of two runs on one host do not share a port; below libvirt's
+/// migration ports (49152+).
+public func serialLoopbackPort(domain: String, index i: Int) -> UInt16 {
+    UInt16(30_000 + Int(fnv1a32(domain) % 2000) * 8 + i)
 }
 
 func describe(_ plan: DevicePlan, scenario: Scenario, lab: LabFile, inventories: [String: PCIInventory],
@@ -88,8 +107,11 @@ func describe(_ plan: DevicePlan, scenario: Scenario, lab: LabFile, inventories:
         }
     }
     for h in plan.hosts {
-        let def = plannedDomain(plan, scenario: scenario, host: h.host, image: image, emulator: emulator,
-                                consoleLog: "/PLACEHOLDER/\(scenario.name)-console.log")
+        // Guests on hosts with VFIO devices need KVM (a real IOMMU mapping of guest memory).
+        let accelerator = lab[host: h.host]?.accelerator ?? (h.devices.isEmpty ? .tcg : .kvm)
+        let def = scenarioDomain(name: "miglab-\(scenario.name)", scenario: scenario, plan: plan, host: h.host, image: image,
+                                 emulator: lab[host: h.host]?.emulator ?? emulator, accelerator: accelerator,
+                                 consoleLog: "\(HardwareLab.consoleLogDirectory)/miglab-\(scenario.name).console.log")
         out += "  domain XML on \(h.host):\n"
         out += def.xml().split(separator: "\n", omittingEmptySubsequences: false).map { "    \($0)" }.joined(separator: "\n") + "\n"
     }

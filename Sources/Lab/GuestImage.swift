@@ -18,7 +18,9 @@ public struct GuestImageBuilder: Sendable {
     let logger: Logger
 
     /// Kernel modules the guest loads (dependencies are added from modules.dep).
-    static let modules = ["virtio_pci", "virtio_net", "virtio_console", "virtio_blk", "e1000e"]
+    /// mlx5_core drives ConnectX VFs passed through on hardware nodes (mlx5_vfio_pci); the
+    /// 8250 PCI serial driver (mtty, pci-serial) is built into Debian's kernel.
+    static let modules = ["virtio_pci", "virtio_net", "virtio_console", "virtio_blk", "e1000e", "mlx5_core"]
     /// Bump when the image layout changes in a way the inputs do not show.
     static let layoutVersion = "miglab-image-2"
 

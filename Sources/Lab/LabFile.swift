@@ -426,8 +426,11 @@ struct LabFileReader: YAMLNodeReading {
 }
 
 /// A short stable hash (FNV-1a, 32 bits) in hex, for file names.
-func fnv1a(_ text: String) -> String {
+func fnv1a(_ text: String) -> String { String(fnv1a32(text), radix: 16) }
+
+/// FNV-1a, 32 bits: a stable hash of a name (not for security).
+public func fnv1a32(_ text: String) -> UInt32 {
     var h: UInt32 = 0x811c_9dc5
     for b in text.utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
-    return String(h, radix: 16)
+    return h
 }

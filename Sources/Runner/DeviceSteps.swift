@@ -2,11 +2,60 @@ import Foundation
 import Lab
 import Libvirt
 import Scenario
+import Synchronization
+
+/// A device of the guest that steps act on and `verify: devices` checks: an emulated device of
+/// `guest.devices` or a function given by a hardware lab (`vf[0]`).
+struct GuestDeviceRef: Sendable, Equatable {
+    /// The scenario's name for it: `nic0`, or `vf[1]` for a passthrough requirement's function.
+    var name: String
+    /// How `miglab-guestctl` finds it: a MAC address or `pci=PATH`.
+    var selector: String
+    var check: FunctionalCheck
+
+    /// What shows that the device works, beyond its identity and a bound driver.
+    enum FunctionalCheck: String, Sendable, Equatable {
+        /// An emulated NIC on user-mode networking: link up, frames sent without errors, and a
+        /// DHCP lease (traffic both ways).
+        case lease
+        /// A network function: link up and frames sent without errors (a lease where a
+        /// server answers).
+        case network
+        /// A serial device that loops its line back (mtty, the pci-serial stand-in): bytes
+        /// written to each port come back.
+        case serial
+        /// Decided by the class code the guest reports (passthrough functions).
+        case byClass
+    }
+}
 
 /// Guest device actions and checks, done inside the guest by `miglab-guestctl` through the
 /// guest agent (the same path a hardware guest offers).
 extension ScenarioExecution {
     static let guestctl = "/bin/miglab-guestctl"
+
+    /// The guest's devices, located in the XML of the defined domain: emulated NICs by their
+    /// MAC, everything else by its path in the PCI tree.
+    func locateDevices(definedXML: String, bootHost: String) throws -> [GuestDeviceRef] {
+        let paths = try GuestDeviceLocator.pciPaths(domainXML: definedXML)
+        func path(_ alias: String, _ what: String) throws -> String {
+            guard let p = paths[alias] else { throw RunnerError.step("\(what) has no PCI address in the guest's definition (alias \(alias))") }
+            return "pci=" + p
+        }
+        var refs: [GuestDeviceRef] = []
+        for (i, d) in scenario.guest.devices.enumerated() {
+            if d.model.isNetwork {
+                refs.append(GuestDeviceRef(name: d.name, selector: guestMAC(i), check: .lease))
+            } else {
+                refs.append(GuestDeviceRef(name: d.name, selector: try path(serialAlias(d.name), "device \(d.name)"), check: .serial))
+            }
+        }
+        for d in passthrough?.plan.devices(on: bootHost) ?? [] {
+            refs.append(GuestDeviceRef(name: "\(d.requirement)[\(d.index)]", selector: try path(d.alias, "passthrough device \(d.requirement)[\(d.index)]"),
+                                       check: .byClass))
+        }
+        return refs
+    }
 
     func currentDomain() throws -> (LabHost, Domain) {
         guard let here = location else { throw RunnerError.step("the guest runs nowhere") }
@@ -17,19 +66,19 @@ extension ScenarioExecution {
         return (h, d)
     }
 
-    func deviceInfo(_ agent: GuestAgent, mac: String) async throws -> DeviceInfo {
-        let s = try await agent.run(Self.guestctl, ["info", mac], until: .now + .seconds(10))
+    func deviceInfo(_ agent: GuestAgent, selector: String) async throws -> DeviceInfo {
+        let s = try await agent.run(Self.guestctl, ["info", selector], until: .now + .seconds(10))
         guard let info = DeviceInfo.parse(s.output), info.fields["bdf"] != nil else {
-            throw RunnerError.step("miglab-guestctl info \(mac): \(s.output.prefix(200))")
+            throw RunnerError.step("miglab-guestctl info \(selector): \(s.output.prefix(200))")
         }
         return info
     }
 
     /// The device's PCI state as the guest sees it (`lspci -vvv` and its sysfs resource file):
     /// IDs, BAR sizes, command register, MSI/MSI-X, PCIe DevCtl and LnkSta, driver.
-    func deviceSnapshot(_ agent: GuestAgent, mac: String) async throws -> DeviceSnapshot {
-        let info = try await deviceInfo(agent, mac: mac)
-        guard let bdf = info.fields["bdf"] else { throw RunnerError.step("device \(mac) has no PCI address in the guest") }
+    func deviceSnapshot(_ agent: GuestAgent, selector: String) async throws -> DeviceSnapshot {
+        let info = try await deviceInfo(agent, selector: selector)
+        guard let bdf = info.fields["bdf"] else { throw RunnerError.step("device \(selector) has no PCI address in the guest") }
         let lspci = try await agent.run("/usr/bin/lspci", ["-vvv", "-nn", "-s", bdf], until: .now + .seconds(10))
         let resource = try? await agent.run("/bin/cat", ["/sys/bus/pci/devices/\(bdf)/resource"], until: .now + .seconds(10))
         return DeviceSnapshot.parse(lspci: lspci.output, resource: resource?.output)
@@ -47,8 +96,8 @@ extension ScenarioExecution {
     /// Snapshots of every guest device, taken before a migration for the comparison after it.
     func snapshotDevices(_ agent: GuestAgent) async -> [String: DeviceSnapshot] {
         var out: [String: DeviceSnapshot] = [:]
-        for d in scenario.guest.devices {
-            if let mac = try? mac(of: d.name), let snap = try? await deviceSnapshot(agent, mac: mac) { out[d.name] = snap }
+        for d in deviceRefs {
+            if let snap = try? await deviceSnapshot(agent, selector: d.selector) { out[d.name] = snap }
         }
         return out
     }
@@ -57,8 +106,8 @@ extension ScenarioExecution {
     /// outcome as a fault record.
     func guestDeviceAction(flr: Fault.FLRMode?, device: String, count: Int, deadline: ContinuousClock.Instant) async throws {
         let (h, dom) = try currentDomain()
-        let mac = try mac(of: device)
-        let args = flr.map { ["flr", mac, $0.rawValue, "\(count)"] } ?? ["reset", mac, "\(count)"]
+        let sel = try selector(of: device)
+        let args = flr.map { ["flr", sel, $0.rawValue, "\(count)"] } ?? ["reset", sel, "\(count)"]
         let s = try await GuestAgent(domain: dom).run(Self.guestctl, args, until: deadline)
         var rec = FaultRecord(kind: flr == nil ? "guest-device-reset" : "guest-flr", trigger: "step", firedAtMs: 0)
         rec.host = h.name
@@ -71,8 +120,8 @@ extension ScenarioExecution {
         }
     }
 
-    /// Every device present with the identity it had after boot, its driver bound, link up,
-    /// and a DHCP lease from the user-mode network (real traffic through the device).
+    /// Every device present with the identity it had after boot, its driver bound, working
+    /// (its functional check), and in the PCI state it had on the source before the migration.
     func verifyDevices(on h: LabHost, deadline: ContinuousClock.Instant) async throws -> VerificationRecord {
         guard let dom = try h.connection.domain(named: domainName), dom.isActive else {
             throw RunnerError.step("verify devices: guest \(domainName) is not running on \(h.name)")
@@ -83,9 +132,8 @@ extension ScenarioExecution {
         r.host = h.name
         var findings: [String] = []
         var summary: [String] = []
-        for d in scenario.guest.devices {
-            let mac = try mac(of: d.name)
-            guard let info = try? await deviceInfo(agent, mac: mac) else {
+        for d in deviceRefs {
+            guard let info = try? await deviceInfo(agent, selector: d.selector) else {
                 findings.append("\(d.name): not found in the guest")
                 continue
             }
@@ -93,23 +141,55 @@ extension ScenarioExecution {
                 findings.append("\(d.name): identity changed from \(base.identity) to \(info.identity)")
             }
             if (info.fields["driver"] ?? "").isEmpty { findings.append("\(d.name): no driver bound") }
-            // The link comes up shortly after a driver rebind: wait for it, with the deadline.
-            let dhcp = try? await retry(until: min(deadline, .now + .seconds(20)), what: "DHCP on \(d.name)", every: .milliseconds(200)) {
-                let s = try await agent.run(Self.guestctl, ["dhcp", mac], until: .now + .seconds(15))
-                guard s.exitCode == 0 else { throw RunnerError.step(s.output) }
-                return s
-            }
-            if dhcp == nil { findings.append("\(d.name): no DHCP lease (no traffic through the device)") }
+            let (problem, works) = await functionalCheck(d, info: info, agent: agent, deadline: deadline)
+            if let problem { findings.append("\(d.name): \(problem)") }
             // The device's state on this host against its state on the source before the migration.
-            if let before = devicesBeforeMigration[d.name], let now = try? await deviceSnapshot(agent, mac: mac) {
+            if let before = devicesBeforeMigration[d.name], let now = try? await deviceSnapshot(agent, selector: d.selector) {
                 for diff in DeviceSnapshot.diff(before, now) { findings.append("\(d.name): \(diff)") }
                 summary.append("\(d.name) state compared with the source before the migration: " + Self.describe(now))
             }
-            summary.append("\(d.name) \(info.identity) driver=\(info.fields["driver"] ?? "") link=\(info.fields["link"] ?? "?") dhcp=\(dhcp == nil ? "failed" : "ok")")
+            summary.append("\(d.name) \(info.identity) driver=\(info.fields["driver"] ?? "") link=\(info.fields["link"] ?? "?") \(works)")
         }
         r.findings = findings + summary
         r.verdict = findings.isEmpty ? "pass" : "fail"
-        r.detail = findings.isEmpty ? "\(scenario.guest.devices.count) devices working" : findings.joined(separator: "; ")
+        r.detail = findings.isEmpty ? "\(deviceRefs.count) devices working" : findings.joined(separator: "; ")
         return r
+    }
+
+    /// The check that shows the device works: a problem (nil: none) and what was seen.
+    func functionalCheck(_ d: GuestDeviceRef, info: DeviceInfo, agent: GuestAgent,
+                         deadline: ContinuousClock.Instant) async -> (problem: String?, seen: String) {
+        var check = d.check
+        if check == .byClass {
+            let cls = info.fields["class"] ?? ""
+            check = cls.hasPrefix("0x02") ? .network : cls.hasPrefix("0x0700") ? .serial : .byClass
+        }
+        // Links come up, and leases arrive, shortly after a driver rebind: wait, with the deadline.
+        func attempt(_ args: [String], what: String) async -> (ok: Bool, output: String) {
+            let last = Mutex("")
+            let ok = (try? await retry(until: min(deadline, .now + .seconds(20)), what: what, every: .milliseconds(200)) {
+                let s = try await agent.run(Self.guestctl, args, until: .now + .seconds(15))
+                let output = s.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                last.withLock { $0 = output }
+                guard s.exitCode == 0 else { throw RunnerError.step(output) }
+                return true
+            }) ?? false
+            return (ok, last.withLock { $0 })
+        }
+        switch check {
+        case .lease, .network:
+            let needsLease = check == .lease
+            let r = await attempt(["net", d.selector] + (needsLease ? ["lease"] : []), what: "traffic on \(d.name)")
+            let seen = r.output.replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: "")
+            guard r.ok else {
+                return ("network check failed (" + (needsLease ? "link down, no frame sent or no DHCP lease" : "link down or no frame sent") + "): \(seen)", seen)
+            }
+            return (nil, seen)
+        case .serial:
+            let r = await attempt(["serial", d.selector], what: "serial loopback on \(d.name)")
+            return (r.ok ? nil : "serial loopback failed: \(r.output)", r.output.replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: ""))
+        case .byClass:
+            return (nil, "no functional check for class \(info.fields["class"] ?? "?") (identity, driver and PCI state checked)")
+        }
     }
 }

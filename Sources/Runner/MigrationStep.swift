@@ -68,6 +68,13 @@ extension ScenarioExecution {
             params.listenAddress = second
         }
 
+        // A lab file's hosts name the address the stream must go to (a migration network);
+        // libvirt would otherwise use the destination's host name. (The built-in lab sets
+        // migration_host in each daemon's qemu.conf.)
+        if proxy == nil, lab.labFile != nil, let address = dst.migrationAddress {
+            params.migrationURI = "tcp://" + (address.contains(":") ? "[\(address)]" : address)
+        }
+
         let faults = m.faults.map(ArmedFault.init)
         let label = "[\(scenario.name)] migrate \(m.from) -> \(m.to)"
         progress.show(label)
@@ -233,14 +240,14 @@ extension ScenarioExecution {
             switch f.fault.action {
             case let .guestFLR(device, mode, loop):
                 rec.host = source.name
-                let mac = try mac(of: device)
+                let sel = try selector(of: device)
                 let agent = GuestAgent(domain: domain)
-                f.guestPid = try await agent.exec(Self.guestctl, ["flr", mac, mode.rawValue, loop ? "0" : "1"])
+                f.guestPid = try await agent.exec(Self.guestctl, ["flr", sel, mode.rawValue, loop ? "0" : "1"])
                 rec.result = loop ? "FLR loop started (guest pid \(f.guestPid!))" : "FLR started"
             case let .guestDeviceReset(device, loop):
                 rec.host = source.name
-                let mac = try mac(of: device)
-                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, ["reset", mac, loop ? "0" : "1"])
+                let sel = try selector(of: device)
+                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, ["reset", sel, loop ? "0" : "1"])
                 rec.result = loop ? "reset loop started (guest pid \(f.guestPid!))" : "reset started"
             case let .abort(s):
                 let h = side(s)

@@ -46,6 +46,9 @@ final class ScenarioExecution: @unchecked Sendable {
     var failureDetectionMs: [Double] = []
     /// The last migration's hosts, for `expect.guest.on`.
     var lastMigration: (from: String, to: String)?
+    /// The guest's devices (emulated and passed through) and how the guest tool finds them;
+    /// set when the guest is defined.
+    var deviceRefs: [GuestDeviceRef] = []
     /// Device identities seen after boot, by device name.
     var deviceBaseline: [String: DeviceInfo] = [:]
     /// Device state snapshots taken on the source right before the last migration.
@@ -75,14 +78,19 @@ final class ScenarioExecution: @unchecked Sendable {
         }
     }
 
-    /// MAC address of the guest's i-th device: how the guest tool finds the device.
-    static func mac(_ i: Int) -> String { String(format: "52:54:00:6d:6c:%02x", i + 1) }
-
     func mac(of device: String) throws -> String {
         guard let i = scenario.guest.devices.firstIndex(where: { $0.name == device }) else {
             throw RunnerError.step("the guest has no device `\(device)`")
         }
-        return Self.mac(i)
+        return guestMAC(i)
+    }
+
+    /// How the guest tool finds the device named `device` (an emulated device or `vf[0]`).
+    func selector(of device: String) throws -> String {
+        guard let ref = deviceRefs.first(where: { $0.name == device }) else {
+            throw RunnerError.step("the guest has no device `\(device)`")
+        }
+        return ref.selector
     }
 
     func event(_ kind: JournalEvent.Kind) -> JournalEvent {
@@ -133,23 +141,14 @@ final class ScenarioExecution: @unchecked Sendable {
             images[name] = try await GuestImageStaging.stage(image, on: try host(name), logger: logger)
         }
         let bootHost = try host(b.host)
-        var def = DomainDefinition(name: domainName, memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
-                                   image: images[b.host] ?? image, kernelArguments: kernelArguments(), emulator: bootHost.emulator,
-                                   consoleLog: hostConsoleLog,
-                                   nics: scenario.guest.devices.enumerated().map { i, d in
-                                       .init(model: d.model.libvirtModel, mac: Self.mac(i))
-                                   },
-                                   hostdevs: passthrough?.plan.hostdevs(on: b.host) ?? [])
-        def.accelerator = bootHost.accelerator
+        let def = scenarioDomain(name: domainName, scenario: scenario, plan: passthrough?.plan, host: b.host,
+                                 image: images[b.host] ?? image, emulator: bootHost.emulator,
+                                 accelerator: bootHost.accelerator, consoleLog: hostConsoleLog)
         let xml = def.xml()
         try xml.write(toFile: "\(config.scenarioArtifacts(scenario.name))/domain.xml", atomically: true, encoding: .utf8)
-        _ = try bootHost.connection.defineDomain(xml: xml)
-    }
-
-    func kernelArguments() -> [String] {
-        var args = ["console=ttyS0", "panic=-1", "quiet"]
-        if scenario.guest.workloadMiB > 0 { args.append("miglab.memtest=\(scenario.guest.workloadMiB)") }
-        return args
+        let defined = try bootHost.connection.defineDomain(xml: xml)
+        // libvirt has placed every device now; where each one sits is how the guest finds it.
+        deviceRefs = try locateDevices(definedXML: try defined.xml(), bootHost: b.host)
     }
 
     /// Refuses, before anything starts, a fault this lab cannot inject (killing processes and
@@ -332,10 +331,9 @@ final class ScenarioExecution: @unchecked Sendable {
                 try await self.workloadStatus(agent)
             }
         }
-        for d in scenario.guest.devices {
-            let mac = try mac(of: d.name)
+        for d in deviceRefs {
             deviceBaseline[d.name] = try await retry(until: deadline, what: "device \(d.name) in the guest") {
-                try await self.deviceInfo(agent, mac: mac)
+                try await self.deviceInfo(agent, selector: d.selector)
             }
         }
         progress.clear()

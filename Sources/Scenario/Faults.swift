@@ -6,16 +6,24 @@ public struct GuestDevice: Sendable, Equatable, Codable {
         case virtioNet = "virtio-net"
         /// Intel 82574L: no FLR (reset_method "pm bus").
         case e1000e
+        /// QEMU's PCI 16550A UART whose line loops back to itself: the stand-in for the kernel's
+        /// mtty mdev (a PCI serial device that returns what is written to it).
+        case pciSerial = "pci-serial"
 
         public var supportsFLR: Bool { self == .virtioNet }
-        /// libvirt's `<model type=...>` for the NIC.
+        public var isNetwork: Bool { self != .pciSerial }
+        /// libvirt's `<model type=...>` for a NIC.
         public var libvirtModel: String { self == .virtioNet ? "virtio" : "e1000e" }
     }
     public var name: String
     public var model: Model
-    public init(name: String, model: Model) {
+    /// A device broken on purpose, the negative control of the device checks: a NIC whose link
+    /// is down (`link: down`), a pci-serial whose line goes nowhere (`loopback: false`).
+    public var broken: Bool
+    public init(name: String, model: Model, broken: Bool = false) {
         self.name = name
         self.model = model
+        self.broken = broken
     }
 }
 

@@ -196,9 +196,17 @@ struct NodeReader: YAMLNodeReading {
                 if let cm = dm["change_model"], let c = mapping(cm, context: "`change_model`", allowed: ["device", "model"], required: ["device", "model"]),
                    let dev = c["device"].flatMap({ device($0, key: "device") }),
                    let model = c["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) {
-                    mig.destinationChange = .changeModel(device: dev, model: model)
+                    if deviceModels[dev]?.isNetwork == true && model.isNetwork {
+                        mig.destinationChange = .changeModel(device: dev, model: model)
+                    } else {
+                        error(cm, "`change_model` swaps one NIC model for another (virtio-net, e1000e); `\(dev)` is \(deviceModels[dev]?.rawValue ?? "?") and the new model \(model.rawValue)")
+                    }
                 }
-                if let r = dm["remove_device"], let dev = device(r, key: "remove_device") { mig.destinationChange = .removeDevice(dev) }
+                if let r = dm["remove_device"], let dev = device(r, key: "remove_device") {
+                    if deviceModels[dev]?.isNetwork == true { mig.destinationChange = .removeDevice(dev) } else {
+                        error(r, "`remove_device` removes a NIC from the destination's definition; `\(dev)` is a \(deviceModels[dev]?.rawValue ?? "?")")
+                    }
+                }
                 if dm.isEmpty { error(d, "`destination` names a change: `change_model: {device, model}` or `remove_device: NAME`") }
             }
             if let f = from, let t = to, f == t { error(v, "`migrate` needs two different hosts; from and to are both `\(f)`") }
@@ -323,11 +331,24 @@ struct NodeReader: YAMLNodeReading {
         }
         var out: [GuestDevice] = []
         for item in seq {
-            guard let m = mapping(item, context: "a device", allowed: ["name", "model"], required: ["name", "model"]),
+            guard let m = mapping(item, context: "a device", allowed: ["name", "model", "link", "loopback"], required: ["name", "model"]),
                   let name = m["name"].flatMap({ host($0, key: "name") }),
                   let model = m["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) else { continue }
             if out.contains(where: { $0.name == name }) { error(item, "device name `\(name)` is used twice") }
-            out.append(GuestDevice(name: name, model: model))
+            var broken = false
+            if let l = m["link"] {
+                if !model.isNetwork { error(l, "`link` is for NICs; `\(name)` is a \(model.rawValue)") }
+                switch l.scalar?.string {
+                case "up": break
+                case "down": broken = true
+                default: error(l, "`link` is `up` or `down` (a NIC whose link is down, the negative control of the device check); found \(describe(l))")
+                }
+            }
+            if let l = m["loopback"] {
+                if model != .pciSerial { error(l, "`loopback` is for pci-serial devices; `\(name)` is a \(model.rawValue)") }
+                if let b = bool(l, key: "loopback"), !b { broken = true }
+            }
+            out.append(GuestDevice(name: name, model: model, broken: broken))
         }
         if out.count > 8 { error(node, "at most 8 devices") }
         return out

@@ -43,7 +43,8 @@ import FoundationXML
         #expect(plan.hosts.map(\.host) == ["a", "b"])
         for host in ["a", "b"] {
             let image = GuestImage(kernel: "/k", initrd: "/i", hash: "h", kernelVersion: "6.1")
-            let xml = plannedDomain(plan, scenario: try scenario(), host: host, image: image, consoleLog: "/c.log").xml()
+            let xml = scenarioDomain(name: "miglab-s", scenario: try scenario(), plan: plan, host: host, image: image,
+                                     emulator: nil, accelerator: .kvm, consoleLog: "/c.log").xml()
             let doc = try XMLDocument(xmlString: xml, options: [])
             #expect(try doc.nodes(forXPath: "/domain/@type").first?.stringValue == "kvm")
             let hostdevs = try doc.nodes(forXPath: "/domain/devices/hostdev").compactMap { $0 as? XMLElement }
@@ -130,9 +131,9 @@ import FoundationXML
             guard case let .mdev(m0) = devices[1].resource, case let .mdev(m1) = devices[2].resource else { Issue.record("mdev"); continue }
             #expect(m0.uuid.uuidString.hasSuffix("1") && m1.uuid.uuidString.hasSuffix("2"))
             #expect(m0.slot == 0 && m1.slot == 1 && m0.parent == "mtty")
-            let xml = try XMLDocument(xmlString: plannedDomain(plan, scenario: s, host: host,
-                                                              image: GuestImage(kernel: "/k", initrd: "/i", hash: "h", kernelVersion: "x"),
-                                                              consoleLog: "/c").xml())
+            let xml = try XMLDocument(xmlString: scenarioDomain(name: "miglab-s", scenario: s, plan: plan, host: host,
+                                                               image: GuestImage(kernel: "/k", initrd: "/i", hash: "h", kernelVersion: "x"),
+                                                               emulator: nil, accelerator: .kvm, consoleLog: "/c").xml())
             let mdevs = try xml.nodes(forXPath: "/domain/devices/hostdev[@type='mdev']").compactMap { $0 as? XMLElement }
             #expect(mdevs.count == 2)
             #expect(mdevs.first?.attribute(forName: "model")?.stringValue == "vfio-pci")
