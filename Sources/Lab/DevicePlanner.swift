@@ -9,17 +9,35 @@ public protocol HostInventories: Sendable {
 }
 
 /// Reads each host's devices: from sysfs (the host's `sysfs_root`, or `/sys` for a local URI)
-/// with libpci, else through the host's libvirt node-device API. Opens no device: the VFIO
-/// migration probe is off, because planning must not change (or reset) anything.
+/// with libpci, else through the host's libvirt node-device API. By default opens no device:
+/// planning must not change (or reset) anything. With `probePoolDevices` (`miglab inventory
+/// --lab`), the VFIO migration probe runs, and only on functions of the host's pools: opening
+/// a vfio device resets it, and a device outside the pools is never touched.
 public struct LabHostInventories: HostInventories {
-    public init() {}
+    public var probePoolDevices: Bool
+    public init(probePoolDevices: Bool = false) { self.probePoolDevices = probePoolDevices }
 
     public func inventory(of host: LabFile.Host) throws -> PCIInventory {
         if host.sysfsRoot != nil || host.isLocal {
-            let root = host.sysfsRoot ?? "/sys"
-            return try LocalInventory(sysfsRoot: "\(root)/bus/pci", migrationProbe: nil).scan()
+            let root = "\(host.sysfsRoot ?? "/sys")/bus/pci"
+            let plain = try LocalInventory(sysfsRoot: root, migrationProbe: nil).scan()
+            guard probePoolDevices else { return plain }
+            let allowed = Set(plain.devices.filter { !host.pools(containing: $0).isEmpty }.map(\.address))
+            let probe = PoolOnlyProbe(inner: VFIODeviceMigrationProbe(pciRoot: root), allowed: allowed)
+            return try LocalInventory(sysfsRoot: root, migrationProbe: probe).scan()
         }
         return try RemoteInventory(connection: try Connection(uri: host.uri)).scan()
+    }
+}
+
+/// A migration probe that opens only the given functions (a host's pool devices).
+struct PoolOnlyProbe: VFIOMigrationProbe {
+    let inner: any VFIOMigrationProbe
+    let allowed: Set<PCIAddress>
+
+    func migrationSupport(of address: PCIAddress, iommuGroup: Int) -> VFIOMigrationSupport {
+        guard allowed.contains(address) else { return .notProbed("not in a pool of the lab file: never opened") }
+        return inner.migrationSupport(of: address, iommuGroup: iommuGroup)
     }
 }
 

@@ -19,6 +19,7 @@ public enum GuestDeviceLocator {
         do { doc = try XMLDocument(xmlString: xml) } catch {
             throw LocatorError(description: "the domain XML does not parse: \(error)")
         }
+        guard doc.rootElement()?.name == "domain" else { throw LocatorError(description: "not a domain XML (no <domain> element)") }
         typealias Address = (bus: Int, slot: Int, function: Int)
         func address(of element: XMLElement) -> Address? {
             guard let a = element.elements(forName: "address").first(where: { $0.attribute(forName: "type")?.stringValue == "pci" }),

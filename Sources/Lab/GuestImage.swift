@@ -9,6 +9,13 @@ public struct GuestImage: Sendable, Codable, Equatable {
     /// Content hash the image is cached under.
     public let hash: String
     public let kernelVersion: String
+
+    public init(kernel: String, initrd: String, hash: String, kernelVersion: String) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.hash = hash
+        self.kernelVersion = kernelVersion
+    }
 }
 
 /// Builds `GuestImage`s from Debian packages (downloaded with `apt-get download` and unpacked

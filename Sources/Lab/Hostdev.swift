@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -232,6 +235,9 @@ public struct SysfsFunctionReset: Sendable {
                 }
             }
             defer { if let previous { try? write(previous.isEmpty ? "default" : previous, to: methodFile) } }
+            guard FileManager.default.fileExists(atPath: "\(dir)/reset") else {
+                throw PassthroughError(message: "\(address) has no `reset` file: the kernel knows no way to reset this function")
+            }
             try write("1", to: "\(dir)/reset")
         case let .ssh(target):
             // The address is hex digits and separators only (PCIAddress parses nothing else).
@@ -242,10 +248,16 @@ public struct SysfsFunctionReset: Sendable {
         }
     }
 
+    /// One write of the whole value, as `echo VALUE > FILE` does (O_TRUNC: sysfs ignores it, a
+    /// test's plain file needs it).
     private func write(_ text: String, to path: String) throws {
-        guard let h = FileHandle(forWritingAtPath: path) else { throw PassthroughError(message: "cannot open \(path) for writing") }
-        defer { try? h.close() }
-        try h.write(contentsOf: Data(text.utf8))
+        let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
+        guard fd >= 0 else { throw PassthroughError(message: "cannot open \(path) for writing: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard Glibc.write(fd, bytes, bytes.count) == bytes.count else {
+            throw PassthroughError(message: "writing `\(text)` to \(path) failed: \(String(cString: strerror(errno)))")
+        }
     }
 }
 

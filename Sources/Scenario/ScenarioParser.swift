@@ -312,8 +312,8 @@ struct NodeReader: YAMLNodeReading {
     mutating func passthroughDevice(_ node: Node, key: String) -> String? {
         guard let name = string(node, key: key) else { return nil }
         guard let kind = passthroughKinds[name] else {
-            let known = passthroughKinds.keys.sorted()
-            error(node, "`\(key)`: host-side resets act on passthrough devices (`guest.passthrough`); the guest has "
+            let known = passthroughKinds.filter { $0.value == .vfioPCI }.keys.sorted()
+            error(node, "`\(key)`: host-side resets act on passthrough PCI functions (`guest.passthrough` of kind vfio-pci); the guest has "
                   + (known.isEmpty ? "none" : known.map { "`\($0)`" }.joined(separator: ", ")) + ", not `\(name)`")
             return nil
         }

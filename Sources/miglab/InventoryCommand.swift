@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Lab
 import Libvirt
 import PCI
 
@@ -19,10 +20,36 @@ struct InventoryCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Read this sysfs PCI directory instead of /sys/bus/pci.", visibility: .hidden))
     var sysfsRoot = "/sys/bus/pci"
     @Flag(help: "Do not open vfio-bound devices to read their migration flags.") var noVfioProbe = false
+    @Option(help: "A lab file: inventory one of its hosts (--host), marking the devices of its pools; only pool devices are ever opened.")
+    var lab: String?
+    @Option(help: "The lab file's host to inventory (with --lab).") var host: String?
+
+    func validate() throws {
+        if (lab == nil) != (host == nil) { throw ValidationError("--lab and --host go together: --lab FILE --host NAME") }
+        if lab != nil && uri != nil { throw ValidationError("--uri and --lab name the host twice; give one") }
+    }
 
     func run() async throws {
         let inventory: PCIInventory
-        if let uri {
+        var poolNote = ""
+        if let lab, let host {
+            let file: LabFile
+            do { file = try LabFile.load(path: lab) } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            guard let h = file[host: host] else {
+                FileHandle.standardError.write(Data("\(lab): no host `\(host)`; it has \(file.hosts.map(\.name).joined(separator: ", "))\n".utf8))
+                throw ExitCode(2)
+            }
+            inventory = try LabHostInventories(probePoolDevices: !noVfioProbe).inventory(of: h)
+            let inPools = inventory.devices.compactMap { d -> String? in
+                let pools = h.pools(containing: d).map(\.name)
+                return pools.isEmpty ? nil : "\(d.address) (\(pools.joined(separator: ", ")))"
+            }
+            poolNote = "\nhost \(host) of \(lab): " + (inPools.isEmpty ? "no device is in a pool" : "in pools: " + inPools.joined(separator: ", "))
+                + "; every other device is never touched"
+        } else if let uri {
             let connection = try await Connection.open(uri: uri)
             inventory = try RemoteInventory(connection: connection).scan()
         } else {
@@ -34,7 +61,7 @@ struct InventoryCommand: AsyncParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(inventory), as: UTF8.self))
         } else {
-            print(inventory.table())
+            print(inventory.table() + poolNote)
         }
     }
 }

@@ -15,7 +15,7 @@ extension BuiltinLabTests {
     @Test func scenarioLibraryPasses() throws {
         let dir = NSTemporaryDirectory() + "miglab-library-\(UUID().uuidString)"
         // scenarios/hardware needs hardware nodes.
-        let r = try Smoke.run(["run", "scenarios/smoke.yaml", "scenarios/pingpong.yaml", "scenarios/faults",
+        let r = try Smoke.run(["run", "scenarios/smoke.yaml", "scenarios/pingpong.yaml", "scenarios/faults", "scenarios/devices",
                                "--artifacts", dir, "--json", dir + ".json"])
         #expect(r.status == 0, "miglab run scenarios failed:\n\(r.out)\n\(r.err)")
         let json = try results(dir + ".json")
@@ -24,7 +24,8 @@ extension BuiltinLabTests {
         for required in ["smoke", "pingpong", "abort-source", "kill-qemu-destination", "kill-qemu-source",
                          "kill-libvirtd-source", "kill-libvirtd-destination", "network-partition",
                          "corrupt-stream-header", "corrupt-stream-payload", "mismatched-destination",
-                         "guest-flr-loop", "guest-flr-bound", "guest-device-reset", "convergence"] {
+                         "guest-flr-loop", "guest-flr-bound", "guest-device-reset", "convergence",
+                         "serial-loopback", "broken-devices"] {
             #expect(names.contains(required), "scenario \(required) did not run")
         }
         for s in scenarios {
@@ -46,6 +47,22 @@ extension BuiltinLabTests {
         let memory = try #require((payload["verifications"] as? [[String: Any]])?.first { $0["kind"] as? String == "memory" })
         #expect(memory["verdict"] as? String == "fail")
         #expect((memory["bad_pages"] as? Int ?? 0) > 0)
+        // The device checks' negative control: each broken device is caught by its own check.
+        let broken = try #require(scenarios.first { $0["name"] as? String == "broken-devices" })
+        let devices = try #require((broken["verifications"] as? [[String: Any]])?.first { $0["kind"] as? String == "devices" })
+        #expect(devices["verdict"] as? String == "fail")
+        let findings = (devices["findings"] as? [String]) ?? []
+        #expect(findings.contains { $0.hasPrefix("nic0: network check failed") && $0.contains("link=0") }, "\(findings)")
+        #expect(findings.contains { $0.hasPrefix("tty0: serial loopback failed") && $0.contains("looped=0") }, "\(findings)")
+        // ... and the working ones pass the same checks, after each migration.
+        let serial = try #require(scenarios.first { $0["name"] as? String == "serial-loopback" })
+        let checks = ((serial["verifications"] as? [[String: Any]]) ?? []).filter { $0["kind"] as? String == "devices" }
+        #expect(checks.count == 3)
+        for c in checks {
+            let f = (c["findings"] as? [String]) ?? []
+            #expect(f.contains { $0.hasPrefix("tty0 ") && $0.contains("looped=1 failed=none") }, "\(f)")
+            #expect(f.contains { $0.hasPrefix("nic0 ") && $0.contains("link=1") && $0.contains("lease=yes") }, "\(f)")
+        }
     }
 
     /// With the memory oracle's page comparison disabled, the negative control must fail: the

@@ -1,0 +1,92 @@
+import Testing
+@testable import Scenario
+
+/// `host-flr` and `host-device-reset` (faults and steps on passthrough devices) and the
+/// broken-device knobs of the emulated stand-ins.
+@Suite struct HostResetParserTests {
+    static let guest = """
+    guest:
+      devices: [{name: nic0, model: virtio-net}]
+      passthrough:
+        - {name: vf, kind: vfio-pci, driver: mlx5_vfio_pci, count: 2}
+        - {name: tty, kind: mdev, type: mtty-2}
+    """
+
+    func parse(_ steps: String) throws(ScenarioErrors) -> Scenario {
+        try ScenarioParser().parse("name: h\n\(Self.guest)\nsteps:\n\(steps)\n", file: "h.yaml")
+    }
+
+    func errors(_ text: String) -> [String] {
+        do {
+            _ = try ScenarioParser().parse(text, file: "h.yaml")
+            return []
+        } catch {
+            return error.diagnostics.map(\.description)
+        }
+    }
+
+    @Test func hostResetsAsFaultsAndSteps() throws {
+        let s = try parse("""
+          - boot: a
+          - host-flr: vf
+          - host-device-reset: {device: vf, timeout_s: 30}
+          - migrate:
+              from: a
+              to: b
+              faults:
+                - host-flr: {device: vf, side: destination, at: {iteration: 2}}
+                - host-device-reset: {device: vf}
+        """)
+        #expect(s.flattenedSteps[1].action == .hostReset(device: "vf", method: .flr))
+        #expect(s.flattenedSteps[2].action == .hostReset(device: "vf", method: .nodeDevice))
+        #expect(s.flattenedSteps[2].timeoutSeconds == 30)
+        guard case let .migrate(m) = s.flattenedSteps[3].action else { Issue.record("migrate"); return }
+        #expect(m.faults.map(\.action) == [.hostReset(device: "vf", method: .flr, side: .destination),
+                                           .hostReset(device: "vf", method: .nodeDevice, side: .source)])
+        #expect(m.faults.map(\.kind) == ["host-flr", "host-device-reset"])
+        #expect(m.faults[0].trigger == .iteration(2))
+    }
+
+    @Test func onlyPassthroughFunctionsCanBeResetOnTheHost() {
+        let base = "name: h\n\(Self.guest)\nsteps:\n  - boot: a\n"
+        let emulated = errors(base + "  - host-flr: nic0\n")
+        #expect(emulated.count == 1 && emulated[0].hasPrefix("h.yaml:9:") && emulated[0].contains("the guest has `vf`, not `nic0`"), "\(emulated)")
+        let mdev = errors(base + "  - host-device-reset: {device: tty}\n")
+        #expect(mdev.count == 1 && mdev[0].contains("mdev"), "\(mdev)")
+        let missing = errors(base + "  - migrate: {from: a, to: b, faults: [{host-flr: {side: source}}]}\n")
+        #expect(missing.contains { $0.contains("needs `device`") }, "\(missing)")
+        let before = errors("name: h\n\(Self.guest)\nsteps:\n  - host-flr: vf\n  - boot: a\n")
+        #expect(before.contains { $0.contains("before `boot`") }, "\(before)")
+    }
+
+    @Test func brokenStandInsAndTheirMistakes() throws {
+        let s = try ScenarioParser().parse("""
+        name: d
+        guest:
+          devices:
+            - {name: nic0, model: virtio-net, link: down}
+            - {name: nic1, model: e1000e, link: up}
+            - {name: tty0, model: pci-serial, loopback: false}
+            - {name: tty1, model: pci-serial}
+        steps: [{boot: a}]
+        """, file: "d.yaml")
+        #expect(s.guest.devices.map(\.broken) == [true, false, true, false])
+        let e = errors("""
+        name: d
+        guest:
+          devices:
+            - {name: nic0, model: virtio-net, loopback: false}
+            - {name: tty0, model: pci-serial, link: down}
+            - {name: nic1, model: e1000e, link: sideways}
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b, destination: {change_model: {device: tty0, model: e1000e}}}
+          - migrate: {from: b, to: a, destination: {remove_device: tty0}}
+        """)
+        #expect(e.contains { $0.hasPrefix("h.yaml:4:") && $0.contains("`loopback` is for pci-serial") }, "\(e)")
+        #expect(e.contains { $0.hasPrefix("h.yaml:5:") && $0.contains("`link` is for NICs") }, "\(e)")
+        #expect(e.contains { $0.hasPrefix("h.yaml:6:") && $0.contains("`up` or `down`") }, "\(e)")
+        #expect(e.contains { $0.hasPrefix("h.yaml:9:") && $0.contains("`change_model` swaps one NIC model") }, "\(e)")
+        #expect(e.contains { $0.hasPrefix("h.yaml:10:") && $0.contains("`remove_device` removes a NIC") }, "\(e)")
+    }
+}
