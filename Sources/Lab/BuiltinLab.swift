@@ -229,7 +229,7 @@ public struct BuiltinLab: Sendable {
             hosts[h.name] = LabHost(name: h.name, controlURI: controlURI(h), peerURI: peerURI(h),
                                     migrationAddress: h.address, logDirectory: "\(hostDirectory(h))/log",
                                     connection: conn, actions: BuiltinHostActions(spec: h, directory: hostDirectory(h)),
-                                    accelerator: .tcg, emulator: qemuBinary, consoleLogDirectory: scratchDirectory)
+                                    accelerator: .tcg, emulator: qemuBinary)
         }
         let v = (try? qemuVersion().text) ?? "?"
         return BuiltinLabEnvironment(hosts: hosts, summary: "built-in lab (2 hosts, QEMU \(v), TCG)",

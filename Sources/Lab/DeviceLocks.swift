@@ -13,13 +13,32 @@ public struct DeviceLockOwner: Codable, Sendable, Equatable, CustomStringConvert
     public var started: String
     public var runID: String
     public var hostname: String
+    /// What the run changed on the device and has not undone yet: a run that takes the lock
+    /// over from a dead one undoes it first.
+    public var leftover: Leftover?
 
-    public init(pid: Int32, processStartTicks: UInt64?, started: String, runID: String, hostname: String) {
+    /// A change to a device that outlives its run if the run dies.
+    public enum Leftover: Codable, Sendable, Equatable, CustomStringConvertible {
+        /// The function was detached from this host driver (nil: it had none) to a vfio driver.
+        case detached(fromDriver: String?)
+        /// A mediated device with this UUID was created.
+        case mdev(uuid: String)
+
+        public var description: String {
+            switch self {
+            case let .detached(driver): "detached from \(driver ?? "no driver")"
+            case let .mdev(uuid): "mdev \(uuid) created"
+            }
+        }
+    }
+
+    public init(pid: Int32, processStartTicks: UInt64?, started: String, runID: String, hostname: String, leftover: Leftover? = nil) {
         self.pid = pid
         self.processStartTicks = processStartTicks
         self.started = started
         self.runID = runID
         self.hostname = hostname
+        self.leftover = leftover
     }
 
     /// This process, for run `runID`.
@@ -79,6 +98,7 @@ public final class DeviceLock: Sendable {
     public let path: String
     /// The owner recorded by a previous run that ended without releasing (it died).
     public let takenOverFrom: DeviceLockOwner?
+    public let owner: DeviceLockOwner
     private let fd: Mutex<Int32?>
 
     /// Locks `device` without waiting; throws `.held` naming the owner when another run has it.
@@ -94,23 +114,41 @@ public final class DeviceLock: Sendable {
             throw .io(path: path, operation: "flock", errno: e)
         }
         let previous = Self.readOwner(fd)
-        guard var record = try? JSONEncoder().encode(owner) else {
+        do {
+            try Self.write(owner, to: fd, path: path)
+        } catch {
             close(fd)
+            throw error
+        }
+        self.device = device
+        self.path = path
+        self.takenOverFrom = previous
+        self.owner = owner
+        self.fd = Mutex(fd)
+    }
+
+    /// Records in the lock file what this run changed on the device (nil: nothing left to
+    /// undo), before the change is made, so that a dead run's changes are known to its successor.
+    public func record(_ leftover: DeviceLockOwner.Leftover?) throws(DeviceLockError) {
+        var updated = owner
+        updated.leftover = leftover
+        let result: Result<Void, DeviceLockError> = fd.withLock { fd in
+            guard let f = fd else { return .failure(.io(path: path, operation: "record in released lock", errno: EBADF)) }
+            do throws(DeviceLockError) { try Self.write(updated, to: f, path: path) } catch { return .failure(error) }
+            return .success(())
+        }
+        try result.get()
+    }
+
+    private static func write(_ owner: DeviceLockOwner, to fd: Int32, path: String) throws(DeviceLockError) {
+        guard var record = try? JSONEncoder().encode(owner) else {
             throw .io(path: path, operation: "encode owner for", errno: EINVAL)
         }
         record.append(0x0a)
         let written = record.withUnsafeBytes { buf in
             ftruncate(fd, 0) == 0 ? pwrite(fd, buf.baseAddress, buf.count, 0) : -1
         }
-        guard written == record.count else {
-            let e = errno
-            close(fd)
-            throw .io(path: path, operation: "write owner to", errno: e)
-        }
-        self.device = device
-        self.path = path
-        self.takenOverFrom = previous
-        self.fd = Mutex(fd)
+        guard written == record.count else { throw .io(path: path, operation: "write owner to", errno: errno) }
     }
 
     deinit { release() }
@@ -131,7 +169,8 @@ public final class DeviceLock: Sendable {
     public var takeoverMessage: String? {
         guard let prev = takenOverFrom else { return nil }
         let state = prev.isAlive ? "still runs but no longer holds the lock" : "is gone"
-        return "\(device): took over the lock of \(prev), which \(state) (it ended without releasing; check that its guest is gone)"
+        let left = prev.leftover.map { " and left the device \($0) (undone before use)" } ?? ""
+        return "\(device): took over the lock of \(prev), which \(state) (it ended without releasing\(left); check that its guest is gone)"
     }
 
     private static func readOwner(_ fd: Int32) -> DeviceLockOwner? {
@@ -172,6 +211,8 @@ public final class DeviceLockSet: Sendable {
     }
 
     public func release() { for lock in locks { lock.release() } }
+
+    public func lock(named device: String) -> DeviceLock? { locks.first { $0.device == device } }
 
     public var takeovers: [String] { locks.compactMap(\.takeoverMessage) }
 }

@@ -119,16 +119,17 @@ public struct DevicePlan: Sendable, Equatable {
     /// One lock name per device and host machine: `<machine>-pci-0000:3b:00.2`,
     /// `<machine>-mdev-<parent>-<type>-<slot>`.
     public func lockNames(lab: LabFile) -> [String] {
-        hosts.flatMap { h -> [String] in
-            let machine = lab[host: h.host]?.machineKey ?? h.host
-            return h.devices.map { d in
-                let name = switch d.resource {
-                case let .pci(f): "\(machine)-pci-\(f.address)"
-                case let .mdev(m): "\(machine)-mdev-\(m.parent)-\(m.type)-\(m.slot)"
-                }
-                return String(name.map { $0 == "/" ? "_" : $0 })
-            }
+        hosts.flatMap { h in h.devices.map { Self.lockName($0, host: h.host, lab: lab) } }
+    }
+
+    /// The lock name of one allocated device.
+    public static func lockName(_ d: AllocatedDevice, host: String, lab: LabFile) -> String {
+        let machine = lab[host: host]?.machineKey ?? host
+        let name = switch d.resource {
+        case let .pci(f): "\(machine)-pci-\(f.address)"
+        case let .mdev(m): "\(machine)-mdev-\(m.parent)-\(m.type)-\(m.slot)"
         }
+        return String(name.map { $0 == "/" ? "_" : $0 })
     }
 
     /// Refuses any PCI function of the plan that is not in a pool of its host, or that

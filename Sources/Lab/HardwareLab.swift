@@ -34,7 +34,7 @@ public struct HardwareLab: Sendable {
             hosts[h.name] = LabHost(name: h.name, controlURI: h.uri, peerURI: h.peerURI, migrationAddress: h.migrationAddress,
                                     logDirectory: nil, connection: connection, actions: nil,
                                     accelerator: h.accelerator, emulator: h.emulator,
-                                    consoleLogDirectory: Self.consoleLogDirectory, imagePoolDirectory: h.imageDirectory)
+                                    imagePoolDirectory: h.imageDirectory)
         }
         return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file)
     }

@@ -21,8 +21,6 @@ public final class LabHost: Sendable {
     public let accelerator: DomainDefinition.Accelerator
     /// The QEMU binary (`<emulator>`); nil lets the host's libvirt pick its default.
     public let emulator: String?
-    /// The folder on this host where QEMU logs the guest's serial console.
-    public let consoleLogDirectory: String
     /// Where the guest image goes on this host: nil when the runner's own image files are
     /// readable there (same machine); else a folder for a libvirt storage pool that the
     /// runner uploads the kernel and initramfs into.
@@ -32,7 +30,7 @@ public final class LabHost: Sendable {
     public init(name: String, controlURI: String, peerURI: String, migrationAddress: String?,
                 logDirectory: String?, connection: Connection, actions: HostActions? = nil,
                 accelerator: DomainDefinition.Accelerator = .tcg, emulator: String? = nil,
-                consoleLogDirectory: String, imagePoolDirectory: String? = nil) {
+                imagePoolDirectory: String? = nil) {
         self.name = name
         self.controlURI = controlURI
         self.peerURI = peerURI
@@ -42,7 +40,6 @@ public final class LabHost: Sendable {
         self.actions = actions
         self.accelerator = accelerator
         self.emulator = emulator
-        self.consoleLogDirectory = consoleLogDirectory
         self.imagePoolDirectory = imagePoolDirectory
     }
 

@@ -327,15 +327,24 @@ public final class PassthroughSession: Sendable {
         // 2. All locks or none.
         let locks = try DeviceLockSet.acquire(plan.lockNames(lab: lab), directory: lab.lockDirectory, owner: owner, logger: logger)
         // 3. Changes, each recorded with its undo as soon as it happened.
+        // Each change is written into the device's lock file before it is made: a run that
+        // dies keeps its changes on record, and the run that takes the lock over undoes them.
         var changes: [Change] = []
         do {
             for h in plan.hosts {
                 let control = controls[h.host]!
                 for d in h.devices {
+                    let lock = locks.lock(named: DevicePlan.lockName(d, host: h.host, lab: lab))
+                    if let left = lock?.takenOverFrom?.leftover {
+                        try await undoLeftover(left, of: d, control: control)
+                        try lock?.record(nil)
+                        logger.warning("passthrough: undid what a dead run left on host \(h.host): \(d.requirement)[\(d.index)] \(left)")
+                    }
                     switch d.resource {
                     case let .pci(f) where !f.managed:
                         let original = try control.boundDriver(f.address)
                         if original == f.driver { continue }   // already bound: nothing to do, nothing to undo
+                        try lock?.record(.detached(fromDriver: original))
                         try await control.detach(f.address, toDriver: f.driver)
                         changes.append(Change(host: h.host, what: "\(f.address) detached from \(original ?? "no driver") to \(f.driver)") {
                             try await restoreDriver(f.address, original: original, control: control)
@@ -343,6 +352,7 @@ public final class PassthroughSession: Sendable {
                     case .pci:
                         break   // managed: libvirt binds and restores it with the domain
                     case let .mdev(m):
+                        try lock?.record(.mdev(uuid: m.uuid.uuidString.lowercased()))
                         try await control.createMdev(parent: m.parent, type: m.type, uuid: m.uuid)
                         changes.append(Change(host: h.host, what: "mdev \(m.uuid) (\(m.type)) created on \(m.parent)") {
                             try await control.destroyMdev(uuid: m.uuid)
@@ -380,6 +390,21 @@ public final class PassthroughSession: Sendable {
             }
         }
         return errors
+    }
+
+    /// Undoes a change a dead run recorded in the lock of `d`.
+    static func undoLeftover(_ left: DeviceLockOwner.Leftover, of d: DevicePlan.AllocatedDevice,
+                             control: any PassthroughHostControl) async throws {
+        switch (left, d.resource) {
+        case let (.detached(driver), .pci(f)):
+            if try control.boundDriver(f.address) != driver {
+                try await restoreDriver(f.address, original: driver, control: control)
+            }
+        case let (.mdev(uuid), _):
+            if let id = UUID(uuidString: uuid) { try await control.destroyMdev(uuid: id) }
+        case (.detached, .mdev):
+            break   // a record that does not fit the device: nothing of ours to undo
+        }
     }
 
     /// Back to the driver bound before the run: a host driver through reattach (the kernel

@@ -9,16 +9,14 @@ import Glibc
 
 public struct RunConfiguration: Sendable {
     public var artifactsDirectory: String
-    public var qemuBinary: String
     public var liveProgress: Bool
     /// Off only to prove that the suite depends on it: with the page comparison skipped, the
     /// corrupted-stream negative control must fail.
     public var memoryOracleEnabled: Bool
 
-    public init(artifactsDirectory: String, qemuBinary: String = "/usr/bin/qemu-system-x86_64", liveProgress: Bool = false,
+    public init(artifactsDirectory: String, liveProgress: Bool = false,
                 memoryOracleEnabled: Bool = true) {
         self.artifactsDirectory = artifactsDirectory
-        self.qemuBinary = qemuBinary
         self.liveProgress = liveProgress
         self.memoryOracleEnabled = memoryOracleEnabled
     }

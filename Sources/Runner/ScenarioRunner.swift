@@ -73,8 +73,7 @@ final class ScenarioExecution: @unchecked Sendable {
             hostConsoleLog = consoleLog
         } else {
             consoleLog = "\(config.scenarioArtifacts(scenario.name))/console.log"
-            let directory = lab.hosts.values.first?.consoleLogDirectory ?? HardwareLab.consoleLogDirectory
-            hostConsoleLog = "\(directory)/\(domainName).console.log"
+            hostConsoleLog = "\(HardwareLab.consoleLogDirectory)/\(domainName).console.log"
         }
     }
 

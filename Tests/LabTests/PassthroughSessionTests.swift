@@ -145,3 +145,53 @@ final class RecordingControl: PassthroughHostControl {
         try await control.destroyMdev(uuid: UUID())
     }
 }
+
+/// A runner killed on a shared node leaves devices detached and mdevs created; the lock file
+/// says so, and the next run that takes the lock over undoes it before using the device.
+@Suite struct DeadRunLeftoverTests {
+    func record(in dir: String, lock: String) throws -> DeviceLockOwner? {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(lock).lock"))
+        return data.isEmpty ? nil : try JSONDecoder().decode(DeviceLockOwner.self, from: data)
+    }
+
+    @Test func changesAreOnRecordWhileTheRunHoldsTheDevices() async throws {
+        let (lab, inv, plan, dir) = try PassthroughSessionTests().setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let control = RecordingControl(drivers: ["0000:5e:00.1": "mlx5_core", "0000:5e:00.2": "mlx5_core"])
+        let session = try await PassthroughSession.prepare(plan: plan, lab: lab, inventories: inv, controls: ["a": control],
+                                                           owner: .current(runID: "alive"))
+        let devices = plan.devices(on: "a")
+        #expect(try record(in: dir, lock: DevicePlan.lockName(devices[0], host: "a", lab: lab))?.leftover == .detached(fromDriver: "mlx5_core"))
+        guard case let .mdev(m) = devices[2].resource else { Issue.record("mdev"); return }
+        #expect(try record(in: dir, lock: DevicePlan.lockName(devices[2], host: "a", lab: lab))?.leftover == .mdev(uuid: m.uuid.uuidString.lowercased()))
+        _ = await session.finish()
+        // A clean end leaves no record at all.
+        #expect(try record(in: dir, lock: DevicePlan.lockName(devices[0], host: "a", lab: lab)) == nil)
+    }
+
+    @Test func theNextRunUndoesWhatADeadRunLeftBeforeUsingTheDevices() async throws {
+        let (lab, inv, plan, dir) = try PassthroughSessionTests().setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let devices = plan.devices(on: "a")
+        let deadMdev = UUID()
+        // The dead run's records, as its lock files keep them after SIGKILL (no flock held).
+        for (d, left) in [(devices[0], DeviceLockOwner.Leftover.detached(fromDriver: "mlx5_core")),
+                          (devices[2], .mdev(uuid: deadMdev.uuidString.lowercased()))] {
+            let dead = DeviceLockOwner(pid: 4_194_304 + 7, processStartTicks: 1, started: "2026-01-01T00:00:00Z",
+                                       runID: "killed", hostname: ProcessInfo.processInfo.hostName, leftover: left)
+            try JSONEncoder().encode(dead).write(to: URL(fileURLWithPath: "\(dir)/\(DevicePlan.lockName(d, host: "a", lab: lab)).lock"))
+        }
+        // 00.1 is still on the vfio driver the dead run bound.
+        let control = RecordingControl(drivers: ["0000:5e:00.1": "mlx5_vfio_pci", "0000:5e:00.2": "mlx5_core"])
+        let session = try await PassthroughSession.prepare(plan: plan, lab: lab, inventories: inv, controls: ["a": control],
+                                                           owner: .current(runID: "next"))
+        #expect(Array(control.calls.prefix(3)) == ["reattach 0000:5e:00.1", "detach 0000:5e:00.1 mlx5_vfio_pci", "detach 0000:5e:00.2 mlx5_vfio_pci"],
+                "\(control.calls)")
+        #expect(control.calls.filter { $0 == "destroy mdev" }.count == 1)
+        #expect(session.takeovers.count == 2)
+        #expect(session.takeovers.contains { $0.contains("run killed") && $0.contains("detached from mlx5_core (undone before use)") })
+        _ = await session.finish()
+        #expect(control.driver("0000:5e:00.1") == "mlx5_core" && control.driver("0000:5e:00.2") == "mlx5_core")
+    }
+}
