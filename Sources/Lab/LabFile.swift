@@ -294,21 +294,11 @@ struct LabFileReader: YAMLNodeReading {
                 return nil
             }
         }
-        let emulator = m["emulator"].flatMap { v -> String? in
-            guard let s = string(v, key: "emulator") else { return nil }
-            guard s.hasPrefix("/") else {
-                error(v, "`emulator` is the absolute path of the QEMU binary on the host, like /usr/bin/qemu-system-x86_64; found `\(s)`")
-                return nil
-            }
-            return s
+        let emulator = m["emulator"].flatMap {
+            hostPath($0, key: "emulator", what: "the absolute path of the QEMU binary on the host, like /usr/bin/qemu-system-x86_64")
         }
-        let imageDirectory = m["image_dir"].flatMap { v -> String? in
-            guard let s = string(v, key: "image_dir") else { return nil }
-            guard s.hasPrefix("/") else {
-                error(v, "`image_dir` is an absolute folder on the host (its libvirt makes it), like \(LabFile.Host.defaultImageDirectory); found `\(s)`")
-                return nil
-            }
-            return s
+        let imageDirectory = m["image_dir"].flatMap {
+            hostPath($0, key: "image_dir", what: "an absolute folder on the host (its libvirt makes it), like \(LabFile.Host.defaultImageDirectory)")
         }
         let ssh = m["ssh"].flatMap { v -> String? in
             guard let s = string(v, key: "ssh") else { return nil }
@@ -365,6 +355,16 @@ struct LabFileReader: YAMLNodeReading {
         return LabFile.Host(name: name, uri: uri, peerURI: peer, migrationAddress: migrationAddress, sysfsRoot: sysfs,
                             pools: pools, mdevTypes: mdevs, accelerator: accelerator ?? .kvm, emulator: emulator,
                             imageDirectory: imageDirectory, sshTarget: ssh, location: location(key))
+    }
+
+    /// An absolute path on the host (never relative to the lab file: the host reads it).
+    mutating func hostPath(_ node: Node, key: String, what: String) -> String? {
+        guard let s = string(node, key: key) else { return nil }
+        guard s.hasPrefix("/") else {
+            error(node, "`\(key)` is \(what); found `\(s)`")
+            return nil
+        }
+        return s
     }
 
     mutating func uriValue(_ node: Node, key: String) -> String? {

@@ -11,14 +11,7 @@ import FoundationXML
 /// The lab-file keys a hardware run needs, host-side resets limited to the run's pool
 /// devices, and how devices are found in the guest.
 @Suite struct HardwareLabFileTests {
-    func errors(_ text: String) -> [String] {
-        do {
-            _ = try LabFile.parse(text, file: "lab.yaml")
-            return []
-        } catch {
-            return error.diagnostics.map(\.description)
-        }
-    }
+    func errors(_ text: String) -> [String] { LabFileTests().errors(text) }
 
     @Test func runKeysAndTheirDefaults() throws {
         let lab = try LabFile.parse("""
