@@ -300,28 +300,38 @@ final class ScenarioExecution: @unchecked Sendable {
         }
         let events = try h.connection.events()
         progress.show("[\(scenario.name)] boot on \(b.host)")
-        if lab.sharedScratchDirectory == nil {
-            // The console is read through libvirt: attach before the first line is printed.
-            try await dom.start(paused: true)
-            try captureConsole(of: dom)
-            try dom.resume()
-        } else {
-            try await dom.start()
-        }
         location = b.host
         // The guest agent connects once the guest has booted: wait for libvirt's event; a guest
-        // that stops or crashes first ends the wait at once.
+        // that stops or crashes first ends the wait at once. A guest whose QEMU dies while it
+        // boots (QEMU 10.0 under TCG has aborted on an assertion there, rarely) is started once
+        // more: nothing of the scenario has happened yet, and the journal keeps the crash.
         let name = domainName
-        let connected = try await firstEvent(events, deadline: deadline) { (e: DomainEvent) -> Bool? in
-            guard e.domain == name else { return nil }
-            switch e.kind {
-            case let .agentLifecycle(state, _) where state == DomainEvent.agentConnected: return true
-            case let .lifecycle(ev, _) where ev == DomainEvent.stopped || ev == DomainEvent.crashed: return false
-            default: return nil
+        for attempt in 1...2 {
+            if lab.sharedScratchDirectory == nil {
+                // The console is read through libvirt: attach before the first line is printed.
+                try await dom.start(paused: true)
+                try captureConsole(of: dom)
+                try dom.resume()
+            } else {
+                try await dom.start()
             }
-        }
-        guard connected == true else {
-            throw RunnerError.step("the guest stopped while booting on \(b.host); console: \(consoleTail())")
+            let connected = try await firstEvent(events, deadline: deadline) { (e: DomainEvent) -> Bool? in
+                guard e.domain == name else { return nil }
+                switch e.kind {
+                case let .agentLifecycle(state, _) where state == DomainEvent.agentConnected: return true
+                case let .lifecycle(ev, _) where ev == DomainEvent.stopped || ev == DomainEvent.crashed: return false
+                default: return nil
+                }
+            }
+            if connected == true { break }
+            guard connected == false else {
+                throw RunnerError.timeout("the guest did not boot on \(b.host) within the step's deadline; console: \(consoleTail())")
+            }
+            let why = "the guest stopped while booting on \(b.host); QEMU: \(qemuLogTail(h) ?? "?"); console: \(consoleTail())"
+            guard attempt == 1, !dom.isActive else { throw RunnerError.step(why) }
+            var e = event(.note)
+            e.message = why + "; booting it once more"
+            journal.record(e)
         }
         let agent = GuestAgent(domain: dom)
         try await retry(until: deadline, what: "guest agent ping on \(b.host)") { try await agent.ping() }
@@ -461,6 +471,12 @@ final class ScenarioExecution: @unchecked Sendable {
             throw RunnerError.step("the workload's status file is not (yet) readable: \(String(decoding: data.prefix(80), as: UTF8.self))")
         }
         return s
+    }
+
+    /// The last line QEMU wrote to its log on `h` (an assertion, an error), when readable here.
+    func qemuLogTail(_ h: LabHost) -> String? {
+        guard let path = h.qemuLogPath(domain: domainName), let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return text.split(whereSeparator: \.isNewline).last { !$0.contains("shutting down") }.map(String.init)
     }
 
     func consoleTail() -> String {

@@ -21,19 +21,33 @@ extension BuiltinLabTests {
         return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("miglab").path
     }
 
+    /// Runs miglab in the repository root and returns its exit status and output. posix_spawn
+    /// and waitpid, with the output in files, rather than Foundation's Process: its
+    /// waitUntilExit has left a finished child unreaped here (a zombie) and the test waiting
+    /// forever, and a pipe read to its end would wait for any process that inherited it.
     static func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: miglab)
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: root)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let base = NSTemporaryDirectory() + "miglab-cmd-\(UUID().uuidString)"
+        defer { for f in [".out", ".err"] { try? FileManager.default.removeItem(atPath: base + f) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // `env -C` runs it in the repository root (glibc's posix_spawn chdir action is not
+        // visible to Swift here).
+        let argv = (["/usr/bin/env", "-C", root, miglab] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EINVAL) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS, else 128 + the signal, as a shell reports it.
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let out = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        return (code, out, err)
     }
 
     @Test func smokePassesWithTwoMigrationsAndIntactMemory() throws {
