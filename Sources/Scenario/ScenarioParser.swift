@@ -109,6 +109,7 @@ struct NodeReader: YAMLNodeReading {
         var steps: [Step] = []
         deviceModels = Dictionary(guest.devices.map { ($0.name, $0.model) }, uniquingKeysWith: { a, _ in a })
         passthroughKinds = Dictionary(guest.passthrough.map { ($0.name, $0.kind) }, uniquingKeysWith: { a, _ in a })
+        passthroughCount = Dictionary(guest.passthrough.map { ($0.name, $0.count) }, uniquingKeysWith: { a, _ in a })
         if let s = m["steps"] { steps = stepList(s, context: "`steps`") }
         var expect = Expectations()
         if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s",
@@ -220,7 +221,7 @@ struct NodeReader: YAMLNodeReading {
             return Step(.guestFLR(device: dev, mode: mode, count: count), timeoutSeconds: timeout(m), location: loc)
         case "guest-device-reset":
             guard let m = mapping(v, context: "`guest-device-reset`", allowed: ["device", "count", "timeout_s"], required: ["device"]),
-                  let dev = m["device"].flatMap({ device($0, key: "device") }) else { return nil }
+                  let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else { return nil }
             let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
             return Step(.guestDeviceReset(device: dev, count: count), timeoutSeconds: timeout(m), location: loc)
         case "host-flr", "host-device-reset":
@@ -306,6 +307,8 @@ struct NodeReader: YAMLNodeReading {
     var deviceModels: [String: GuestDevice.Model] = [:]
     /// Passthrough requirements by name (set from `guest.passthrough` before the steps are read).
     var passthroughKinds: [String: PassthroughRequirement.Kind] = [:]
+    /// How many functions each passthrough requirement has.
+    var passthroughCount: [String: Int] = [:]
 
     /// A passthrough requirement a host-side reset can act on: a PCI function (an mdev has no
     /// function of its own to reset).
@@ -364,9 +367,30 @@ struct NodeReader: YAMLNodeReading {
         return name
     }
 
-    /// A device that can take an FLR (a PCIe function advertising FLReset+).
+    /// A device an in-guest action (FLR, driver reset) acts on: an emulated device, or a
+    /// function of a passthrough requirement: `vf` (its first function) or `vf[1]`. Returned
+    /// as the runner names it: `nic0`, `vf[0]`, `vf[1]`.
+    mutating func guestActionDevice(_ node: Node, key: String) -> String? {
+        guard let name = string(node, key: key) else { return nil }
+        if deviceModels[name] != nil { return name }
+        let parts = name.wholeMatch(of: #/([a-z][a-z0-9_-]*)(?:\[([0-9]{1,2})\])?/#)
+        if let parts, let count = passthroughCount[String(parts.1)] {
+            let index = parts.2.flatMap { Int($0) } ?? 0
+            guard index < count else {
+                error(node, "`\(key)`: `\(parts.1)` has \(count) function\(count == 1 ? "" : "s") (`\(parts.1)[0]`\(count > 1 ? " to `\(parts.1)[\(count - 1)]`" : "")); found `\(name)`")
+                return nil
+            }
+            return "\(parts.1)[\(index)]"
+        }
+        let known = deviceModels.keys.sorted() + passthroughCount.keys.sorted()
+        error(node, "`\(key)`: the guest has no device `\(name)`; it has \(known.map { "`\($0)`" }.joined(separator: ", "))")
+        return nil
+    }
+
+    /// A device that can take an FLR (a PCIe function advertising FLReset+). Whether a
+    /// passed-through function has FLR is known only on the host; the guest tool says.
     mutating func flrDevice(_ node: Node) -> String? {
-        guard let name = device(node, key: "device") else { return nil }
+        guard let name = guestActionDevice(node, key: "device") else { return nil }
         if let model = deviceModels[name], !model.supportsFLR {
             error(node, "device `\(name)` is an \(model.rawValue), which has no FLR (its reset_method is \"pm bus\"); use a virtio-net device, or `guest-device-reset`")
             return nil
@@ -415,7 +439,7 @@ struct NodeReader: YAMLNodeReading {
             }
             action = .guestFLR(device: dev, mode: m["mode"].flatMap { choice($0, key: "mode", as: Fault.FLRMode.self) } ?? .rebind, loop: loop)
         case "guest-device-reset":
-            guard let dev = m["device"].flatMap({ device($0, key: "device") }) else {
+            guard let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else {
                 if m["device"] == nil { error(v, "`guest-device-reset` needs `device`") }
                 return nil
             }

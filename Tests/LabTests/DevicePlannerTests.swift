@@ -180,3 +180,28 @@ import FoundationXML
         }
     }
 }
+
+/// Every scenario of the hardware library plans on a two-node lab (fake sysfs trees with
+/// ConnectX functions on mlx5_vfio_pci and an mtty parent): the library cannot drift from the
+/// format or from what the planner accepts.
+@Suite struct HardwareLibraryPlanTests {
+    static let library = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scenarios/hardware").path
+
+    @Test func everyHardwareScenarioPlansAndRendersItsDevices() throws {
+        let lab = try TwoNodeLab()
+        defer { lab.remove() }
+        let labFile = try LabFile.load(path: lab.labPath)
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.library).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(files.count >= 4)
+        for f in files {
+            let scenario = try ScenarioParser().parse(file: "\(Self.library)/\(f)")
+            let text = try dryRunPlan(scenarios: [scenario], labFile: labFile, inventories: LabHostInventories())
+            for r in scenario.guest.passthrough {
+                #expect(text.contains("\(r.name)[0] = "), "\(f): \(text)")
+            }
+            #expect(text.contains("<domain type=\"kvm\">") || text.contains("<domain type='kvm'>"), "\(f)")
+            #expect(text.contains("<hostdev"), "\(f)")
+        }
+    }
+}

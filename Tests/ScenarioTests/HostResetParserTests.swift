@@ -90,3 +90,38 @@ import Testing
         #expect(e.contains { $0.hasPrefix("h.yaml:10:") && $0.contains("`remove_device` removes a NIC") }, "\(e)")
     }
 }
+
+/// In-guest FLR and driver resets of passed-through functions (`vf` is `vf[0]`).
+@Suite struct GuestActionOnPassthroughTests {
+    @Test func passthroughFunctionsByRequirementAndIndex() throws {
+        let s = try ScenarioParser().parse("""
+        name: g
+        \(HostResetParserTests.guest)
+        steps:
+          - boot: a
+          - guest-flr: {device: vf, count: 2}
+          - guest-device-reset: {device: "vf[1]"}
+          - guest-device-reset: {device: tty}
+          - migrate: {from: a, to: b, faults: [{guest-flr: {device: "vf[1]", mode: bound, loop: true}}]}
+        """, file: "g.yaml")
+        let actions = s.flattenedSteps.map(\.action)
+        #expect(actions[1] == .guestFLR(device: "vf[0]", mode: .rebind, count: 2))
+        #expect(actions[2] == .guestDeviceReset(device: "vf[1]", count: 1))
+        #expect(actions[3] == .guestDeviceReset(device: "tty[0]", count: 1))
+        guard case let .migrate(m) = actions[4] else { Issue.record("migrate"); return }
+        #expect(m.faults.first?.action == .guestFLR(device: "vf[1]", mode: .bound, loop: true))
+    }
+
+    @Test func anIndexPastTheCountOrAnUnknownNameIsAnError() {
+        func errors(_ device: String) -> [String] {
+            do {
+                _ = try ScenarioParser().parse("name: g\n\(HostResetParserTests.guest)\nsteps:\n  - boot: a\n  - guest-flr: {device: \"\(device)\"}\n", file: "g.yaml")
+                return []
+            } catch {
+                return error.diagnostics.map(\.description)
+            }
+        }
+        #expect(errors("vf[2]").contains { $0.hasPrefix("g.yaml:9:") && $0.contains("`vf` has 2 functions (`vf[0]` to `vf[1]`)") })
+        #expect(errors("gpu").contains { $0.contains("no device `gpu`") && $0.contains("`vf`") && $0.contains("`nic0`") })
+    }
+}
