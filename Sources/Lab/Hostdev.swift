@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -197,8 +194,8 @@ public struct LibvirtPassthroughControl: PassthroughHostControl {
 }
 
 /// A function-level reset through sysfs: `reset_method` set to `flr`, `1` written to `reset`,
-/// then `reset_method` put back. On the local machine (or a fake sysfs tree in tests) the files
-/// are written directly; on a remote host over ssh.
+/// then `reset_method` put back; one shell script, run with sh on the local machine (or a fake
+/// sysfs tree in tests) and over ssh on a remote host, since libvirt has no call for it.
 public struct SysfsFunctionReset: Sendable {
     public enum Access: Sendable, Equatable {
         /// A sysfs mount readable here (`/sys`, or a test's tree).
@@ -221,43 +218,30 @@ public struct SysfsFunctionReset: Sendable {
     }
 
     public func functionLevelReset(_ address: PCIAddress) async throws {
+        let argv: [String]
         switch access {
-        case let .local(root):
-            let dir = "\(root)/bus/pci/devices/\(address)"
-            guard FileManager.default.fileExists(atPath: dir) else {
-                throw PassthroughError(message: "\(address): no such device in \(root)")
-            }
-            let methodFile = "\(dir)/reset_method"
-            let previous = try? String(contentsOfFile: methodFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            if previous != nil {
-                do { try write("flr", to: methodFile) } catch {
-                    throw PassthroughError(message: "\(address) does not offer FLR (writing `flr` to reset_method failed: \(error)); use host-device-reset")
-                }
-            }
-            defer { if let previous { try? write(previous.isEmpty ? "default" : previous, to: methodFile) } }
-            guard FileManager.default.fileExists(atPath: "\(dir)/reset") else {
-                throw PassthroughError(message: "\(address) has no `reset` file: the kernel knows no way to reset this function")
-            }
-            try write("1", to: "\(dir)/reset")
-        case let .ssh(target):
-            // The address is hex digits and separators only (PCIAddress parses nothing else).
-            let d = "/sys/bus/pci/devices/\(address)"
-            let script = "old=$(cat \(d)/reset_method) && echo flr > \(d)/reset_method && echo 1 > \(d)/reset; rc=$?; "
-                + "echo \"${old:-default}\" > \(d)/reset_method; exit $rc"
-            try await onBlockingThread("ssh") { _ = try Command.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", target, script]) }
+        case let .local(root): argv = ["/bin/sh", "-c", Self.script(address, sysfsRoot: root)]
+        case let .ssh(target): argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", target, Self.script(address, sysfsRoot: "/sys")]
+        }
+        let result = try await onBlockingThread("sysfs FLR") { try Command.run(argv, check: false) }
+        guard result.status == 0 else {
+            let why = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw PassthroughError(message: "host FLR of \(address) failed: \(why.isEmpty ? "exit status \(result.status)" : why)")
         }
     }
 
-    /// One write of the whole value, as `echo VALUE > FILE` does (O_TRUNC: sysfs ignores it, a
-    /// test's plain file needs it).
-    private func write(_ text: String, to path: String) throws {
-        let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
-        guard fd >= 0 else { throw PassthroughError(message: "cannot open \(path) for writing: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        guard Glibc.write(fd, bytes, bytes.count) == bytes.count else {
-            throw PassthroughError(message: "writing `\(text)` to \(path) failed: \(String(cString: strerror(errno)))")
-        }
+    /// The reset as one shell script, the same on the local machine and over ssh: select FLR
+    /// in `reset_method`, write `reset`, put the method back. Kernels before 5.15 have no
+    /// `reset_method`; their `reset` tries FLR first. The address is hex digits and separators
+    /// only (PCIAddress parses nothing else); the root is quoted.
+    static func script(_ address: PCIAddress, sysfsRoot: String) -> String {
+        let d = "'\(sysfsRoot.replacingOccurrences(of: "'", with: "'\\''"))/bus/pci/devices/\(address)'"
+        return "d=\(d); [ -d \"$d\" ] || { echo '\(address): no such device' >&2; exit 2; }; "
+            + "[ -e \"$d/reset\" ] || { echo '\(address) has no reset file: the kernel knows no way to reset this function' >&2; exit 2; }; "
+            + "[ -e \"$d/reset_method\" ] || { echo 1 > \"$d/reset\"; exit $?; }; "
+            + "old=$(cat \"$d/reset_method\"); "
+            + "echo flr > \"$d/reset_method\" || { echo '\(address) does not offer FLR; use host-device-reset' >&2; exit 3; }; "
+            + "echo 1 > \"$d/reset\"; rc=$?; echo \"${old:-default}\" > \"$d/reset_method\"; exit $rc"
     }
 }
 

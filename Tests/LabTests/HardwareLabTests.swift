@@ -81,9 +81,17 @@ import FoundationXML
         try Data("flr bus\n".utf8).write(to: URL(fileURLWithPath: "\(dev)/reset_method"))
         try Data().write(to: URL(fileURLWithPath: "\(dev)/reset"))
         try await reset.functionLevelReset(PCIAddress("0000:5e:00.1")!)
-        #expect(try String(contentsOfFile: "\(dev)/reset", encoding: .utf8) == "1")
-        #expect(try String(contentsOfFile: "\(dev)/reset_method", encoding: .utf8) == "flr bus")
+        func read(_ f: String) throws -> String { try String(contentsOfFile: "\(dev)/\(f)", encoding: .utf8).trimmingCharacters(in: .newlines) }
+        #expect(try read("reset") == "1")
+        #expect(try read("reset_method") == "flr bus")
         await #expect(throws: PassthroughError.self) { try await reset.functionLevelReset(PCIAddress("0000:77:00.0")!) }
+        // A kernel before 5.15 has no reset_method: `reset` alone, and nothing else is written.
+        let old = "\(tree.sysfsRoot)/bus/pci/devices/0000:5e:00.3"
+        try FileManager.default.removeItem(atPath: "\(old)/reset_method")
+        try Data().write(to: URL(fileURLWithPath: "\(old)/reset"))
+        try await reset.functionLevelReset(PCIAddress("0000:5e:00.3")!)
+        #expect(try String(contentsOfFile: "\(old)/reset", encoding: .utf8) == "1\n")
+        #expect(!FileManager.default.fileExists(atPath: "\(old)/reset_method"))
         // A function the kernel cannot reset has no `reset` file.
         await #expect(throws: PassthroughError.self) { try await reset.functionLevelReset(PCIAddress("0000:5e:00.2")!) }
     }
