@@ -153,11 +153,12 @@ public final class DeviceLock: Sendable {
 
     deinit { release() }
 
-    /// Clears the owner record and drops the lock; a second call does nothing.
-    public func release() {
+    /// Clears the owner record (unless `keepRecord`: changes left to undo stay on record for
+    /// the next run) and drops the lock; a second call does nothing.
+    public func release(keepRecord: Bool = false) {
         fd.withLock { fd in
             guard let f = fd else { return }
-            _ = ftruncate(f, 0)
+            if !keepRecord { _ = ftruncate(f, 0) }
             close(f)
             fd = nil
         }
@@ -210,7 +211,7 @@ public final class DeviceLockSet: Sendable {
         return DeviceLockSet(locks: taken)
     }
 
-    public func release() { for lock in locks { lock.release() } }
+    public func release(keepRecords: Bool = false) { for lock in locks { lock.release(keepRecord: keepRecords) } }
 
     public func lock(named device: String) -> DeviceLock? { locks.first { $0.device == device } }
 

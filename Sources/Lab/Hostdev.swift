@@ -354,10 +354,11 @@ public final class PassthroughSession: Sendable {
     }
 
     /// Restores everything `prepare` changed, newest first, going on after errors; releases the
-    /// locks last. Returns what could not be restored (empty: all restored).
+    /// locks last. Returns what could not be restored (empty: all restored). When something
+    /// could not be, the lock files keep their records, and the next run undoes it first.
     public func finish() async -> [String] {
         let errors = await Self.undo(changes, logger: logger)
-        locks.release()
+        locks.release(keepRecords: !errors.isEmpty)
         return errors
     }
 

@@ -195,3 +195,23 @@ final class RecordingControl: PassthroughHostControl {
         #expect(control.driver("0000:5e:00.1") == "mlx5_core" && control.driver("0000:5e:00.2") == "mlx5_core")
     }
 }
+
+extension DeadRunLeftoverTests {
+    @Test func whatCouldNotBeRestoredStaysOnRecordForTheNextRun() async throws {
+        let (lab, inv, plan, dir) = try PassthroughSessionTests().setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let broken = RecordingControl(drivers: ["0000:5e:00.1": "mlx5_core", "0000:5e:00.2": "mlx5_core"], failOn: "reattach")
+        let first = try await PassthroughSession.prepare(plan: plan, lab: lab, inventories: inv, controls: ["a": broken],
+                                                         owner: .current(runID: "first"))
+        #expect(!(await first.finish()).isEmpty)
+        let d0 = plan.devices(on: "a")[0]
+        #expect(try record(in: dir, lock: DevicePlan.lockName(d0, host: "a", lab: lab))?.leftover == .detached(fromDriver: "mlx5_core"))
+        // The next run, on a host that works again, puts the driver back before it starts.
+        let control = RecordingControl(drivers: ["0000:5e:00.1": "mlx5_vfio_pci", "0000:5e:00.2": "mlx5_vfio_pci"])
+        let next = try await PassthroughSession.prepare(plan: plan, lab: lab, inventories: inv, controls: ["a": control],
+                                                        owner: .current(runID: "next"))
+        #expect(control.calls.first == "reattach 0000:5e:00.1", "\(control.calls)")
+        #expect(await next.finish().isEmpty)
+        #expect(control.driver("0000:5e:00.1") == "mlx5_core" && control.driver("0000:5e:00.2") == "mlx5_core")
+    }
+}
