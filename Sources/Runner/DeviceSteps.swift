@@ -169,7 +169,7 @@ extension ScenarioExecution {
             let last = Mutex("")
             let ok = (try? await retry(until: min(deadline, .now + .seconds(20)), what: what, every: .milliseconds(200)) {
                 let s = try await agent.run(Self.guestctl, args, until: .now + .seconds(15))
-                let output = s.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                let output = s.output.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: "")
                 last.withLock { $0 = output }
                 guard s.exitCode == 0 else { throw RunnerError.step(output) }
                 return true
@@ -180,14 +180,13 @@ extension ScenarioExecution {
         case .lease, .network:
             let needsLease = check == .lease
             let r = await attempt(["net", d.selector] + (needsLease ? ["lease"] : []), what: "traffic on \(d.name)")
-            let seen = r.output.replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: "")
             guard r.ok else {
-                return ("network check failed (" + (needsLease ? "link down, no frame sent or no DHCP lease" : "link down or no frame sent") + "): \(seen)", seen)
+                return ("network check failed (" + (needsLease ? "link down, no frame sent or no DHCP lease" : "link down or no frame sent") + "): \(r.output)", r.output)
             }
-            return (nil, seen)
+            return (nil, r.output)
         case .serial:
             let r = await attempt(["serial", d.selector], what: "serial loopback on \(d.name)")
-            return (r.ok ? nil : "serial loopback failed: \(r.output)", r.output.replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: ""))
+            return (r.ok ? nil : "serial loopback failed: \(r.output)", r.output)
         case .byClass:
             return (nil, "no functional check for class \(info.fields["class"] ?? "?") (identity, driver and PCI state checked)")
         }

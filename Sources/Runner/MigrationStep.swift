@@ -45,10 +45,10 @@ extension ScenarioExecution {
 
         // The destination's own passthrough functions and image paths, and a destination whose
         // definition differs from the source's on purpose.
-        let migratable = try dom.xml(migratable: true)
+        let migratable = { try dom.xml(migratable: true) }
         var destinationXML = try destinationDefinition(migratable, destination: m.to)
         if let change = m.destinationChange {
-            destinationXML = try changedDefinition(destinationXML ?? migratable, change)
+            destinationXML = try changedDefinition(try destinationXML ?? migratable(), change)
         }
         params.destinationXML = destinationXML
         // A proxy that damages the stream: it takes the destination's migration address; the

@@ -52,14 +52,15 @@ extension ScenarioExecution {
     }
 
     /// The destination's definition, when it must differ from the source's: its own
-    /// passthrough functions (by the hostdevs' user aliases) and its own guest image paths.
-    /// nil when the migratable XML works unchanged on `destination`.
-    func destinationDefinition(_ xml: String, destination: String) throws -> String? {
+    /// passthrough functions (by the hostdevs' user aliases) and its own guest image paths,
+    /// applied to `migratableXML()` (fetched only then). nil when the guest's definition works
+    /// unchanged on `destination`.
+    func destinationDefinition(_ migratableXML: () throws -> String, destination: String) throws -> String? {
         let hostdevs = passthrough?.plan.hostdevs(on: destination) ?? []
         let image = images[destination]
         let differentImage = image != nil && image != images[location ?? ""]
         guard hostdevs.contains(where: { if case .pci = $0 { true } else { false } }) || differentImage else { return nil }
-        return try Self.rewrite(xml, hostdevs: hostdevs, image: differentImage ? image : nil)
+        return try Self.rewrite(try migratableXML(), hostdevs: hostdevs, image: differentImage ? image : nil)
     }
 
     /// `xml` with each PCI hostdev's source address replaced by the one of the hostdev with the
