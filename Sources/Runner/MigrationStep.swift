@@ -24,6 +24,8 @@ extension ScenarioExecution {
         var nextFireMs: Double?
         var guestPid: Int?
         var conditionSeenMs: Double?
+        /// An abort fault whose virDomainAbortJob succeeded: the migration was cancelled.
+        var abortedJob = false
         init(_ f: Fault) { fault = f }
     }
 
@@ -160,7 +162,12 @@ extension ScenarioExecution {
             }
         case let .failure(error):
             let lv = error as? LibvirtError
-            let outcome = lv?.code == LibvirtError.operationAborted && !timedOut ? "aborted" : "failed"
+            // Aborted: libvirt says the job was cancelled, or a scenario's abort cancelled it. In
+            // the second case libvirt may report the destination's error first (its QEMU reads a
+            // stream cut off mid-section: "load of migration failed", code 1) rather than the
+            // source's "canceled by client" (78); the record keeps whichever libvirt reported.
+            let cancelled = lv?.code == LibvirtError.operationAborted || faults.contains { $0.abortedJob }
+            let outcome = cancelled && !timedOut ? "aborted" : "failed"
             let stats = (try? src.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats.map(MigrationStats.init) ?? MigrationStats(),
                                      wallSeconds: wall, errorCode: lv?.code, errorDomain: lv?.domain,
@@ -254,6 +261,7 @@ extension ScenarioExecution {
                 rec.host = h.name
                 guard let d = try h.connection.domain(named: domainName) else { throw RunnerError.step("no guest on \(h.name)") }
                 try d.abortJob()
+                f.abortedJob = true
                 rec.result = "ok"
             case let .killQEMU(s):
                 let h = side(s)
