@@ -35,7 +35,7 @@ let package = Package(
             "Libvirt", "CSystem", "PCI", "Scenario",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
-        ], resources: [.copy("Guest")]),
+        ], resources: [.copy("Guest"), .copy("VirtualHost")]),
         // Devices: the VFIO migration uAPI (state machine model, real ioctl backend,
         // reference device, DMA logging, virtio device context).
         .target(name: "VFIO", dependencies: ["CVFIO"]),

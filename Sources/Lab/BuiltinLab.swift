@@ -271,44 +271,8 @@ public struct BuiltinLab: Sendable {
     }
 
     func writeConfig(_ h: HostSpec) throws {
-        let dir = hostDirectory(h)
-        for sub in ["etc", "etc/qemu", "run", "lib", "log", "log/qemu", "cache", "sock"] {
-            try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true)
-        }
-        let libvirtd = """
-        # written by miglab: built-in lab host \(h.name)
-        listen_tls = 0
-        listen_tcp = 1
-        listen_addr = "\(h.address)"
-        auth_tcp = "none"
-        auth_unix_rw = "none"
-        auth_unix_ro = "none"
-        unix_sock_dir = "\(dir)/sock"
-        host_uuid = "\(h.uuid)"
-        log_outputs = "3:file:\(dir)/log/libvirtd.log"
-
-        """
-        // No libvirt-daemon-system here: QEMU runs as root, without namespaces, cgroups or a
-        // security driver; stdio goes to a file so no virtlogd is needed.
-        let qemu = """
-        # written by miglab: built-in lab host \(h.name)
-        user = "root"
-        group = "root"
-        security_driver = "none"
-        dynamic_ownership = 0
-        remember_owner = 0
-        namespaces = [ ]
-        cgroup_controllers = [ ]
-        stdio_handler = "file"
-        migration_address = "\(h.address)"
-        migration_host = "\(h.address)"
-        migration_port_min = 49152
-        migration_port_max = 49215
-
-        """
-        try libvirtd.write(toFile: "\(dir)/etc/libvirtd.conf", atomically: true, encoding: .utf8)
-        try qemu.write(toFile: "\(dir)/etc/qemu.conf", atomically: true, encoding: .utf8)
-        try "uri_default = \"qemu:///system\"\n".write(toFile: "\(dir)/etc/libvirt.conf", atomically: true, encoding: .utf8)
+        try LibvirtDaemonConfig(label: "built-in lab host \(h.name)", directory: hostDirectory(h), listenAddress: h.address,
+                                hostUUID: h.uuid, migrationAddress: h.address).write()
     }
 
     func startDaemon(_ h: HostSpec) async throws {
@@ -317,7 +281,7 @@ public struct BuiltinLab: Sendable {
         // Debian's QEMU driver refuses to load without the libvirt-qemu user, which only
         // libvirt-daemon-system would create.
         try ensureLibvirtQemuUser()
-        let me = try selfExecutable()
+        let me = try Command.miglabExecutable()
         let pid = try Command.spawnDetached(
             ["ip", "netns", "exec", h.namespace, me, "lab", "host-supervisor", "--host-dir", dir],
             logPath: "\(dir)/log/supervisor.log")
@@ -364,12 +328,6 @@ public struct BuiltinLab: Sendable {
         }
     }
 
-    /// The miglab executable that runs `lab host-supervisor`: this process's own binary, or
-    /// MIGLAB_EXECUTABLE when the lab is driven from another program (tests).
-    func selfExecutable() throws -> String {
-        if let e = ProcessInfo.processInfo.environment["MIGLAB_EXECUTABLE"] { return e }
-        return try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-    }
 }
 
 /// Fault actions on a built-in lab host: its processes and its end of the veth pair.

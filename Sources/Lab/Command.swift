@@ -62,6 +62,18 @@ public enum Command {
         return r
     }
 
+    /// `value` in single quotes for sh (a `'` inside becomes `'\\''`).
+    public static func shellQuoted(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// The miglab executable that runs `lab host-supervisor`: this process's own binary, or
+    /// MIGLAB_EXECUTABLE when the lab is driven from another program (tests).
+    public static func miglabExecutable() throws -> String {
+        if let e = ProcessInfo.processInfo.environment["MIGLAB_EXECUTABLE"] { return e }
+        return try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    }
+
     /// The absolute path of a program, searched in PATH (plus the sbin folders root uses).
     public static func resolve(_ name: String) throws -> String {
         if name.hasPrefix("/") { return name }

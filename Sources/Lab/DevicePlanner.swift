@@ -92,6 +92,8 @@ public struct DevicePlan: Sendable, Equatable {
         /// The driver bound when the plan was made.
         public var boundDriver: String?
         public var managed: Bool
+        /// From the pool: QEMU vfio-pci properties the device needs.
+        public var qemuProperties: [QEMUDeviceProperty] = []
     }
 
     public struct Mdev: Sendable, Equatable {
@@ -100,8 +102,11 @@ public struct DevicePlan: Sendable, Equatable {
         public var parent: String
         /// Which of the parent's `instances` (for the lock).
         public var slot: Int
-        /// The same on every host, so that the domain XML migrates unchanged.
+        /// Each host's own: two hosts may share one kernel (the virtual VFIO lab), and a kernel
+        /// holds a UUID once. The destination definition names the destination's (by alias).
         public var uuid: UUID
+        /// From the lab file's mdev type: QEMU vfio-pci properties the device needs.
+        public var qemuProperties: [QEMUDeviceProperty] = []
     }
 
     public func devices(on host: String) -> [AllocatedDevice] { hosts.first { $0.host == host }?.devices ?? [] }
@@ -110,8 +115,8 @@ public struct DevicePlan: Sendable, Equatable {
     public func hostdevs(on host: String) -> [Hostdev] {
         devices(on: host).map { d in
             switch d.resource {
-            case let .pci(f): .pci(.init(address: f.address, managed: f.managed, driver: f.driver, alias: d.alias))
-            case let .mdev(m): .mdev(.init(uuid: m.uuid, alias: d.alias))
+            case let .pci(f): .pci(.init(address: f.address, managed: f.managed, driver: f.driver, alias: d.alias, qemuProperties: f.qemuProperties))
+            case let .mdev(m): .mdev(.init(uuid: m.uuid, alias: d.alias, qemuProperties: m.qemuProperties))
             }
         }
     }
@@ -220,12 +225,13 @@ public struct DevicePlanner: Sendable {
                         allocated[host, default: []].append(.init(
                             requirement: r.name, index: i, pool: pool.name,
                             resource: .pci(.init(address: device.address, vendorID: device.vendorID, deviceID: device.deviceID,
-                                                 driver: driver, boundDriver: device.driver, managed: r.managed))))
+                                                 driver: driver, boundDriver: device.driver, managed: r.managed,
+                                                 qemuProperties: pool.qemuProperties))))
                     }
                 }
             case .mdev:
-                let uuids = (0..<r.count).map { _ in newUUID() }
                 for host in hosts {
+                    let uuids = (0..<r.count).map { _ in newUUID() }
                     let type = r.mdevType ?? ""
                     var got: [DevicePlan.AllocatedDevice] = []
                     for pool in host.mdevTypes where pool.type == type && got.count < r.count {
@@ -234,7 +240,8 @@ public struct DevicePlanner: Sendable {
                             let slot = usedMdevSlots[host.name, default: [:]][key, default: 0]
                             usedMdevSlots[host.name, default: [:]][key] = slot + 1
                             got.append(.init(requirement: r.name, index: got.count, pool: "mdev:\(type)",
-                                             resource: .mdev(.init(type: type, parent: pool.parentNodeDeviceName, slot: slot, uuid: uuids[got.count]))))
+                                             resource: .mdev(.init(type: type, parent: pool.parentNodeDeviceName, slot: slot, uuid: uuids[got.count],
+                                                                   qemuProperties: pool.qemuProperties))))
                         }
                     }
                     guard got.count == r.count else {

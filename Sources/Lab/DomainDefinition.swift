@@ -71,6 +71,9 @@ public struct DomainDefinition: Sendable, Equatable {
         self.hostdevs = hostdevs
     }
 
+    /// libvirt's XML namespace for QEMU-specific domain elements (`<qemu:override>`).
+    public static let qemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0"
+
     public func xml() -> String {
         let domain = XMLElement(name: "domain")
         domain.addAttribute(attr("type", accelerator.rawValue))
@@ -86,7 +89,14 @@ public struct DomainDefinition: Sendable, Equatable {
         let features = XMLElement(name: "features")
         features.addChild(XMLElement(name: "acpi"))
         domain.addChild(features)
-        domain.addChild(el("cpu", nil, ["mode": "maximum", "migratable": "on"]))
+        let cpu = el("cpu", nil, ["mode": "maximum", "migratable": "on"])
+        if accelerator == .kvm {
+            // The test guest never runs guests of its own. With nested virtualization offered,
+            // KVM migrates the vCPUs' nested state too, and a destination that is itself a nested
+            // hypervisor (the virtual VFIO hosts) refuses it ("Failed to set nested state").
+            for feature in ["svm", "vmx"] { cpu.addChild(el("feature", nil, ["policy": "disable", "name": feature])) }
+        }
+        domain.addChild(cpu)
         domain.addChild(el("clock", nil, ["offset": "utc"]))
         // A guest that stops must stay stopped: the verdict is read from the state.
         for event in ["on_poweroff", "on_reboot", "on_crash"] {
@@ -125,6 +135,22 @@ public struct DomainDefinition: Sendable, Equatable {
         devices.addChild(channel)
         devices.addChild(el("memballoon", nil, ["model": "none"]))
         domain.addChild(devices)
+        let overrides = hostdevs.compactMap(\.qemuOverride)
+        if !overrides.isEmpty {
+            // libvirt's QEMU namespace: properties of a device QEMU has and libvirt does not model.
+            domain.addNamespace(XMLNode.namespace(withName: "qemu", stringValue: Self.qemuNamespace) as! XMLNode)
+            let override = XMLElement(name: "qemu:override")
+            for (alias, properties) in overrides {
+                let device = el("qemu:device", nil, ["alias": alias])
+                let frontend = XMLElement(name: "qemu:frontend")
+                for p in properties {
+                    frontend.addChild(el("qemu:property", nil, ["name": p.name, "type": "string", "value": p.value]))
+                }
+                device.addChild(frontend)
+                override.addChild(device)
+            }
+            domain.addChild(override)
+        }
         return XMLDocument(rootElement: domain).xmlString(options: [.nodePrettyPrint])
     }
 

@@ -46,12 +46,7 @@ public struct GuestImageBuilder: Sendable {
 
     /// The guest-side sources shipped with miglab (init script, workload source).
     static func guestResource(_ name: String) throws -> Data {
-        guard let url = Bundle.module.url(forResource: "Guest/\(name)", withExtension: nil)
-                ?? Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Guest"),
-              let data = FileManager.default.contents(atPath: url.path) else {
-            throw ImageError(description: "miglab's guest file \(name) is missing from its resources (\(Bundle.module.bundlePath))")
-        }
-        return data
+        try labResource("Guest", name)
     }
 
     /// Returns the cached image for the current inputs, building it when needed.
@@ -63,6 +58,7 @@ public struct GuestImageBuilder: Sendable {
         let initScript = try Self.guestResource("init")
         let workload = try Self.guestResource("memtest.c")
         let guestctl = try Self.guestResource("miglab-guestctl")
+        let uart = try Self.guestResource("miglab-uart.c")
         let tools = ["/usr/bin/lspci", "/usr/bin/setpci"]
         var hasher = ContentHash()
         hasher.add(Self.layoutVersion)
@@ -70,6 +66,7 @@ public struct GuestImageBuilder: Sendable {
         hasher.add(initScript)
         hasher.add(workload)
         hasher.add(guestctl)
+        hasher.add(uart)
         hasher.add(Self.modules.joined(separator: ","))
         for t in tools { hasher.add(FileManager.default.contents(atPath: t) ?? Data()) }
         let hash = hasher.hex
@@ -110,6 +107,9 @@ public struct GuestImageBuilder: Sendable {
         // The workload: a static C program, compiled here so it needs nothing in the guest.
         try workload.write(to: URL(fileURLWithPath: "\(work)/memtest.c"))
         try Command.run(["cc", "-O2", "-static", "-o", "\(r)/bin/miglab-memtest", "\(work)/memtest.c"])
+        // Register-level checks of serial devices (loopback, scratch registers), also static C.
+        try uart.write(to: URL(fileURLWithPath: "\(work)/miglab-uart.c"))
+        try Command.run(["cc", "-O2", "-static", "-o", "\(r)/bin/miglab-uart", "\(work)/miglab-uart.c"])
 
         // Kernel modules in dependency order.
         let order = try Self.moduleLoadOrder(Self.modules, modulesDep: String(contentsOfFile: "\(moduleRoot)/modules.dep", encoding: .utf8),
@@ -160,16 +160,21 @@ public struct GuestImageBuilder: Sendable {
         return String(line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
     }
 
-    /// `apt-get download PACKAGE` into `dir`, unless a .deb of it is there already.
-    func download(_ package: String, into dir: String) throws -> String {
-        let prefix = "\(package)_"
+    /// `apt-get download PACKAGE[=VERSION]` into `dir`, unless a .deb of it is there already.
+    func download(_ package: String, version: String? = nil, into dir: String) throws -> String {
+        // apt names the file PACKAGE_VERSION_ARCH.deb, the version without its epoch.
+        let prefix = "\(package)_" + (version.map { v in (v.split(separator: ":").last.map(String.init) ?? v) + "_" } ?? "")
         func existing() -> String? {
             ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
                 .filter { $0.hasPrefix(prefix) && $0.hasSuffix(".deb") }.sorted().last.map { "\(dir)/\($0)" }
         }
         if let e = existing() { return e }
-        try Command.run(["apt-get", "download", "-q", package], directory: dir)
-        guard let e = existing() else { throw ImageError(description: "apt-get download \(package) left no .deb in \(dir)") }
+        let spec = version.map { "\(package)=\($0)" } ?? package
+        let r = try Command.run(["apt-get", "download", "-q", spec], check: false, directory: dir)
+        guard r.status == 0, let e = existing() else {
+            throw ImageError(description: "apt-get download \(spec) failed (\(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); "
+                             + "run ci/setup (it adds bookworm-backports and runs apt-get update)")
+        }
         return e
     }
 
@@ -224,6 +229,16 @@ public struct GuestImageBuilder: Sendable {
         for ext in [".xz", ".zst", ".gz", ".ko"] where base.hasSuffix(ext) { base.removeLast(ext.count) }
         return base.replacingOccurrences(of: "-", with: "_")
     }
+}
+
+/// A file miglab ships in the Lab target's resources (`Guest/`, `VirtualHost/`).
+func labResource(_ folder: String, _ name: String) throws -> Data {
+    guard let url = Bundle.module.url(forResource: "\(folder)/\(name)", withExtension: nil)
+            ?? Bundle.module.url(forResource: name, withExtension: nil, subdirectory: folder),
+          let data = FileManager.default.contents(atPath: url.path) else {
+        throw GuestImageBuilder.ImageError(description: "miglab's file \(folder)/\(name) is missing from its resources (\(Bundle.module.bundlePath))")
+    }
+    return data
 }
 
 /// 64-bit FNV-1a over the image inputs. It only names a cache folder, so a cryptographic hash

@@ -32,7 +32,7 @@ public struct HardwareLab: Sendable {
             let qemu = (try? connection.hypervisorVersion()).map { "QEMU \($0.major).\($0.minor).\($0.micro)" } ?? "QEMU ?"
             parts.append("\(h.name): \(h.uri), \(qemu), \(h.accelerator == .kvm ? "KVM" : "TCG")")
             hosts[h.name] = LabHost(name: h.name, controlURI: h.uri, peerURI: h.peerURI, migrationAddress: h.migrationAddress,
-                                    logDirectory: nil, connection: connection, actions: nil,
+                                    logDirectory: h.logDirectory, connection: connection, actions: nil,
                                     accelerator: h.accelerator, emulator: h.emulator,
                                     imagePoolDirectory: h.imageDirectory)
         }

@@ -7,6 +7,18 @@ import Logging
 import PCI
 import Scenario
 
+/// A property of QEMU's vfio-pci device that a passthrough device needs and libvirt has no
+/// element for (`x-device-dirty-page-tracking`, `enable-migration`), set with libvirt's
+/// `<qemu:override><qemu:device alias=...><qemu:frontend><qemu:property .../>`.
+public struct QEMUDeviceProperty: Sendable, Equatable, Hashable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
 /// A passthrough device of a guest: libvirt's `<hostdev mode='subsystem'>`.
 public enum Hostdev: Sendable, Equatable {
     case pci(PCIHostdev)
@@ -31,12 +43,16 @@ public enum Hostdev: Sendable, Equatable {
         /// A user alias (libvirt wants the `ua-` prefix), so the device is found by name in the
         /// live XML.
         public var alias: String?
+        /// Set through `<qemu:override>` on `alias`.
+        public var qemuProperties: [QEMUDeviceProperty]
 
-        public init(address: PCIAddress, managed: Bool = true, driver: String = "vfio-pci", alias: String? = nil) {
+        public init(address: PCIAddress, managed: Bool = true, driver: String = "vfio-pci", alias: String? = nil,
+                    qemuProperties: [QEMUDeviceProperty] = []) {
             self.address = address
             self.managed = managed
             self.driver = driver
             self.alias = alias
+            self.qemuProperties = qemuProperties
         }
     }
 
@@ -51,12 +67,25 @@ public enum Hostdev: Sendable, Equatable {
         /// The device API the mdev offers the guest (`vfio-pci`, `vfio-ccw`, `vfio-ap`).
         public var model: String
         public var alias: String?
+        /// Set through `<qemu:override>` on `alias`.
+        public var qemuProperties: [QEMUDeviceProperty]
 
-        public init(uuid: UUID, model: String = "vfio-pci", alias: String? = nil) {
+        public init(uuid: UUID, model: String = "vfio-pci", alias: String? = nil, qemuProperties: [QEMUDeviceProperty] = []) {
             self.uuid = uuid
             self.model = model
             self.alias = alias
+            self.qemuProperties = qemuProperties
         }
+    }
+
+    /// The user alias and the QEMU properties to set on it.
+    public var qemuOverride: (alias: String, properties: [QEMUDeviceProperty])? {
+        let (alias, properties): (String?, [QEMUDeviceProperty]) = switch self {
+        case let .pci(p): (p.alias, p.qemuProperties)
+        case let .mdev(m): (m.alias, m.qemuProperties)
+        }
+        guard let alias, !properties.isEmpty else { return nil }
+        return (alias, properties)
     }
 
     /// The `<hostdev>` element.
@@ -235,7 +264,7 @@ public struct SysfsFunctionReset: Sendable {
     /// `reset_method`; their `reset` tries FLR first. The address is hex digits and separators
     /// only (PCIAddress parses nothing else); the root is quoted.
     static func script(_ address: PCIAddress, sysfsRoot: String) -> String {
-        let d = "'\(sysfsRoot.replacingOccurrences(of: "'", with: "'\\''"))/bus/pci/devices/\(address)'"
+        let d = Command.shellQuoted("\(sysfsRoot)/bus/pci/devices/\(address)")
         return "d=\(d); [ -d \"$d\" ] || { echo '\(address): no such device' >&2; exit 2; }; "
             + "[ -e \"$d/reset\" ] || { echo '\(address) has no reset file: the kernel knows no way to reset this function' >&2; exit 2; }; "
             + "[ -e \"$d/reset_method\" ] || { echo 1 > \"$d/reset\"; exit $?; }; "

@@ -24,18 +24,24 @@ import Yams
 ///                                          # remote hosts; local hosts use the runner's files)
 ///     ssh: root@node1                      # optional: for host-side sysfs FLR on a remote host
 ///                                          # (default: the user and host of a qemu+ssh URI)
+///     log_dir: /mnt/node1-logs             # optional: where the runner reads the host's libvirt
+///                                          # logs (libvirtd.log, qemu/), kept with the artifacts
 ///     pools:                               # devices guests may get; each pool has one selector
 ///       - {name: nics, addresses: ["0000:3b:00.2", "0000:3b:00.3"]}
 ///       - {name: vfs, vfs_of: "0000:3b:00.0"}              # the enabled VFs of this PF
 ///       - {name: mlx, vendor_device: "15b3:101e", driver: mlx5_vfio_pci}
 ///     mdev_types:                          # mediated devices guests may get
 ///       - {type: mtty-2, parent: mtty, instances: 2}
+///       - {type: mtty-1, parent: mtty, qemu_properties: {enable-migration: "on"}}
 ///   b: {...}
 /// ```
 /// A pool's `driver` is the vfio driver its devices are used with (default `vfio-pci`; a variant
 /// driver such as `mlx5_vfio_pci` for migratable devices). An mdev type's `parent` is a PCI
 /// address or a libvirt node-device name; `instances` (default 1) is how many the lab may create
-/// on it at once. Relative paths (`locks`, `sysfs_root`) are relative to the lab file.
+/// on it at once. `qemu_properties` (pools and mdev types) are properties of QEMU's vfio-pci
+/// device that these devices need, set with libvirt's `<qemu:override>` on the hostdev: the
+/// kernel's mtty, for one, offers no working dirty-page tracking, so QEMU migrates it only with
+/// `x-device-dirty-page-tracking: "off"` and `enable-migration: "on"`. Relative paths (`locks`, `sysfs_root`) are relative to the lab file.
 public struct LabFile: Sendable, Equatable {
     public static let formatVersion = 1
     public static let defaultLockDirectory = "/run/lock/miglab"
@@ -74,6 +80,9 @@ public struct LabFile: Sendable, Equatable {
         public var imageDirectory: String?
         /// `user@host` for host-side actions libvirt has no API for (sysfs FLR) on a remote host.
         public var sshTarget: String?
+        /// Where the runner can read this host's libvirt logs (libvirtd.log, qemu/GUEST.log), to
+        /// keep them with the run's artifacts; nil: the runner cannot read them.
+        public var logDirectory: String?
         public var location: SourceLocation?
 
         public static let defaultImageDirectory = "/var/lib/libvirt/images/miglab"
@@ -81,7 +90,8 @@ public struct LabFile: Sendable, Equatable {
         public init(name: String, uri: String, peerURI: String? = nil, migrationAddress: String? = nil, sysfsRoot: String? = nil,
                     pools: [Pool] = [], mdevTypes: [MdevPool] = [], accelerator: DomainDefinition.Accelerator = .kvm,
                     emulator: String? = nil, imageDirectory: String? = nil, sshTarget: String? = nil,
-                    location: SourceLocation? = nil) {
+                    logDirectory: String? = nil, location: SourceLocation? = nil) {
+            self.logDirectory = logDirectory
             self.name = name
             self.uri = uri
             self.peerURI = peerURI ?? uri
@@ -100,16 +110,19 @@ public struct LabFile: Sendable, Equatable {
             }
         }
 
-        /// The URI names no remote machine (`qemu:///system`, `test:///default`).
+        /// The URI names no remote machine (`qemu:///system`, `test:///default`). A loopback
+        /// address with a port is a forwarded endpoint (an ssh tunnel, a VM's forwarded port such
+        /// as the virtual VFIO lab's), so it is a remote machine: its files are not the runner's.
         public var isLocal: Bool {
-            guard let host = URLComponents(string: uri)?.host, !host.isEmpty else { return true }
-            return host == "localhost" || host == "127.0.0.1" || host == "::1"
+            guard let c = URLComponents(string: uri), let host = c.host, !host.isEmpty else { return true }
+            return (host == "localhost" || host == "127.0.0.1" || host == "::1") && c.port == nil
         }
 
         /// Names the machine in lock file names, so that the same PCI address on two machines is
         /// two locks, and the same machine reached through two URIs is one.
         public var machineKey: String {
-            var key = isLocal ? "local" : (URLComponents(string: uri)?.host ?? uri)
+            let c = URLComponents(string: uri)
+            var key = isLocal ? "local" : (c?.host ?? uri) + (c?.port.map { ":\($0)" } ?? "")
             // Two fake trees in one test are two machines.
             if let root = sysfsRoot, root != "/sys" { key += "-sysfs\(fnv1a(root))" }
             return key.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? String($0) : "_" }.joined()
@@ -136,12 +149,16 @@ public struct LabFile: Sendable, Equatable {
         public var selector: Selector
         /// The vfio driver these devices are used with; nil: `vfio-pci`.
         public var driver: String?
+        /// Properties of QEMU's vfio-pci device for these devices (`<qemu:override>`).
+        public var qemuProperties: [QEMUDeviceProperty]
         public var location: SourceLocation?
 
-        public init(name: String, selector: Selector, driver: String? = nil, location: SourceLocation? = nil) {
+        public init(name: String, selector: Selector, driver: String? = nil, qemuProperties: [QEMUDeviceProperty] = [],
+                    location: SourceLocation? = nil) {
             self.name = name
             self.selector = selector
             self.driver = driver
+            self.qemuProperties = qemuProperties
             self.location = location
         }
 
@@ -170,12 +187,16 @@ public struct LabFile: Sendable, Equatable {
         public var parent: String
         /// How many the lab may create at once.
         public var instances: Int
+        /// Properties of QEMU's vfio-pci device for these mdevs (`<qemu:override>`).
+        public var qemuProperties: [QEMUDeviceProperty]
         public var location: SourceLocation?
 
-        public init(type: String, parent: String, instances: Int = 1, location: SourceLocation? = nil) {
+        public init(type: String, parent: String, instances: Int = 1, qemuProperties: [QEMUDeviceProperty] = [],
+                    location: SourceLocation? = nil) {
             self.type = type
             self.parent = parent
             self.instances = instances
+            self.qemuProperties = qemuProperties
             self.location = location
         }
 
@@ -282,7 +303,7 @@ struct LabFileReader: YAMLNodeReading {
 
     mutating func host(_ node: Node, name: String, key: Node) -> LabFile.Host? {
         guard let m = mapping(node, context: "host `\(name)`", allowed: ["uri", "peer_uri", "migration_address", "sysfs_root", "pools", "mdev_types",
-                                                                    "accelerator", "emulator", "image_dir", "ssh"],
+                                                                    "accelerator", "emulator", "image_dir", "ssh", "log_dir"],
                               required: ["uri"]) else { return nil }
         let accelerator = m["accelerator"].flatMap { v -> DomainDefinition.Accelerator? in
             guard let s = string(v, key: "accelerator") else { return nil }
@@ -299,6 +320,9 @@ struct LabFileReader: YAMLNodeReading {
         }
         let imageDirectory = m["image_dir"].flatMap {
             hostPath($0, key: "image_dir", what: "an absolute folder on the host (its libvirt makes it), like \(LabFile.Host.defaultImageDirectory)")
+        }
+        let logDirectory = m["log_dir"].flatMap {
+            hostPath($0, key: "log_dir", what: "an absolute folder on the machine that runs miglab where this host's libvirt logs can be read (libvirtd.log, qemu/GUEST.log), like /mnt/node1-libvirt-logs")
         }
         let ssh = m["ssh"].flatMap { v -> String? in
             guard let s = string(v, key: "ssh") else { return nil }
@@ -354,7 +378,7 @@ struct LabFileReader: YAMLNodeReading {
         guard let uri else { return nil }
         return LabFile.Host(name: name, uri: uri, peerURI: peer, migrationAddress: migrationAddress, sysfsRoot: sysfs,
                             pools: pools, mdevTypes: mdevs, accelerator: accelerator ?? .kvm, emulator: emulator,
-                            imageDirectory: imageDirectory, sshTarget: ssh, location: location(key))
+                            imageDirectory: imageDirectory, sshTarget: ssh, logDirectory: logDirectory, location: location(key))
     }
 
     /// An absolute path on the host (never relative to the lab file: the host reads it).
@@ -378,7 +402,7 @@ struct LabFileReader: YAMLNodeReading {
 
     mutating func pool(_ node: Node, host: String) -> LabFile.Pool? {
         let selectors = ["addresses", "vfs_of", "vendor_device"]
-        guard let m = mapping(node, context: "a pool of host `\(host)`", allowed: ["name"] + selectors + ["driver"], required: ["name"]) else { return nil }
+        guard let m = mapping(node, context: "a pool of host `\(host)`", allowed: ["name"] + selectors + ["driver", "qemu_properties"], required: ["name"]) else { return nil }
         let name = m["name"].flatMap { self.name($0, what: "pool name") }
         let given = selectors.filter { m[$0] != nil }
         if given.count != 1 {
@@ -407,8 +431,9 @@ struct LabFileReader: YAMLNodeReading {
                 error(d, "`driver` is the vfio driver the pool's devices are used with (`vfio-pci` or a variant driver like `mlx5_vfio_pci`); `\(s)` is not one")
             }
         }
+        let properties = m["qemu_properties"].map { qemuProperties($0) } ?? []
         guard let name, let selector, given.count == 1 else { return nil }
-        return LabFile.Pool(name: name, selector: selector, driver: driver, location: location(node))
+        return LabFile.Pool(name: name, selector: selector, driver: driver, qemuProperties: properties, location: location(node))
     }
 
     mutating func mdevPool(_ node: Node) -> LabFile.MdevPool? {
@@ -416,12 +441,36 @@ struct LabFileReader: YAMLNodeReading {
             error(node, "an mdev type needs the device that creates it: `{type: \(s.string), parent: PARENT}` (PARENT: a PCI address or a libvirt node-device name like `mtty`)")
             return nil
         }
-        guard let m = mapping(node, context: "an mdev type", allowed: ["type", "parent", "instances"], required: ["type", "parent"]) else { return nil }
+        guard let m = mapping(node, context: "an mdev type", allowed: ["type", "parent", "instances", "qemu_properties"], required: ["type", "parent"]) else { return nil }
         let type = m["type"].flatMap { string($0, key: "type") }
         let parent = m["parent"].flatMap { string($0, key: "parent") }
         let instances = m["instances"].flatMap { int($0, key: "instances", range: 1...256) } ?? 1
+        let properties = m["qemu_properties"].map { qemuProperties($0) } ?? []
         guard let type, let parent else { return nil }
-        return LabFile.MdevPool(type: type, parent: parent, instances: instances, location: location(node))
+        return LabFile.MdevPool(type: type, parent: parent, instances: instances, qemuProperties: properties, location: location(node))
+    }
+
+    /// `qemu_properties: {x-device-dirty-page-tracking: "off"}`: QEMU property names (letters,
+    /// digits, `-`, `_`, `.`) and string values without control characters.
+    mutating func qemuProperties(_ node: Node) -> [QEMUDeviceProperty] {
+        guard let pairs = node.mapping else {
+            error(node, "`qemu_properties` must be a mapping of QEMU vfio-pci properties like `{enable-migration: \"on\"}`; found \(describe(node))")
+            return []
+        }
+        var out: [QEMUDeviceProperty] = []
+        for (k, v) in pairs {
+            guard let name = string(k, key: "qemu_properties"), let value = string(v, key: name) else { continue }
+            guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+                error(k, "`\(name)` is not a QEMU property name (letters, digits, `-`, `_`, `.`)")
+                continue
+            }
+            guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                error(v, "the value of `\(name)` holds a control character")
+                continue
+            }
+            out.append(QEMUDeviceProperty(name: name, value: value))
+        }
+        return out
     }
 }
 

@@ -59,22 +59,28 @@ extension ScenarioExecution {
         let hostdevs = passthrough?.plan.hostdevs(on: destination) ?? []
         let image = images[destination]
         let differentImage = image != nil && image != images[location ?? ""]
-        guard hostdevs.contains(where: { if case .pci = $0 { true } else { false } }) || differentImage else { return nil }
+        guard !hostdevs.isEmpty || differentImage else { return nil }
         return try Self.rewrite(try migratableXML(), hostdevs: hostdevs, image: differentImage ? image : nil)
     }
 
-    /// `xml` with each PCI hostdev's source address replaced by the one of the hostdev with the
-    /// same alias in `hostdevs`, and the kernel and initrd of `image`.
+    /// `xml` with each hostdev's source (PCI address, mdev UUID) replaced by the one of the
+    /// hostdev with the same alias in `hostdevs`, and the kernel and initrd of `image`.
     static func rewrite(_ xml: String, hostdevs: [Hostdev], image: GuestImage?) throws -> String {
         let doc = try XMLDocument(xmlString: xml)
-        for case let .pci(p) in hostdevs {
-            guard let alias = p.alias else { continue }
+        for hostdev in hostdevs {
+            let (alias, attributes, what): (String?, [(String, String)], String) = switch hostdev {
+            case let .pci(p):
+                (p.alias, [("domain", "0x" + String(format: "%04x", p.address.domain)), ("bus", String(format: "0x%02x", p.address.bus)),
+                           ("slot", String(format: "0x%02x", p.address.device)), ("function", "0x\(p.address.function)")], "\(p.address)")
+            case let .mdev(m):
+                (m.alias, [("uuid", m.uuid.uuidString.lowercased())], "mdev \(m.uuid.uuidString.lowercased())")
+            }
+            guard let alias else { continue }
             let found = try doc.nodes(forXPath: "/domain/devices/hostdev[alias/@name='\(alias)']/source/address").compactMap { $0 as? XMLElement }
             guard let address = found.first else {
-                throw RunnerError.step("the guest's definition has no hostdev `\(alias)` to give the destination's \(p.address)")
+                throw RunnerError.step("the guest's definition has no hostdev `\(alias)` to give the destination's \(what)")
             }
-            for (name, value) in [("domain", "0x" + String(format: "%04x", p.address.domain)), ("bus", String(format: "0x%02x", p.address.bus)),
-                                  ("slot", String(format: "0x%02x", p.address.device)), ("function", "0x\(p.address.function)")] {
+            for (name, value) in attributes {
                 address.attribute(forName: name)?.stringValue = value
             }
         }

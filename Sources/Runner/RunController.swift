@@ -84,6 +84,35 @@ public final class HardwareLabProvider: LabProvider {
     public func finish() async {}
 }
 
+/// The virtual VFIO hosts (`VirtualVFIOLab`): brought up when needed and reached through the lab
+/// file they write, exactly as a hardware lab; taken down after the run when the run brought
+/// them up.
+public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
+    let lab: VirtualVFIOLab
+    let kernelPackageVersion: String
+    let keepUp: Bool
+    private var broughtUp = false
+
+    public init(lab: VirtualVFIOLab = VirtualVFIOLab(), kernelPackageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion,
+                keepUp: Bool = false) {
+        self.lab = lab
+        self.kernelPackageVersion = kernelPackageVersion
+        self.keepUp = keepUp
+    }
+
+    public var description: String { "virtual VFIO hosts (\(lab.root))" }
+
+    public func prepare() async throws -> LabEnvironment {
+        broughtUp = !(await lab.status().isUp)
+        let path = try await lab.up(kernel: kernelPackageVersion)
+        return try await HardwareLab(file: try LabFile.load(path: path)).environment()
+    }
+
+    public func finish() async {
+        if broughtUp && !keepUp { try? await lab.down() }
+    }
+}
+
 /// Runs scenarios one after the other and journals the run; the results are built from the
 /// journal by the Report layer.
 public final class RunController: @unchecked Sendable {

@@ -25,16 +25,27 @@ func bootstrapLogging(verbose: Bool) {
 struct LabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lab",
-        abstract: "The built-in two-host lab on this machine.",
+        abstract: "The built-in two-host lab on this machine, and the virtual VFIO hosts.",
         subcommands: [Up.self, Down.self, Status.self, HostSupervisorCommand.self]
     )
 
     struct Up: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Bring the built-in lab up (idempotent).")
+        static let configuration = CommandConfiguration(abstract: "Bring the built-in lab (or with --vfio the virtual VFIO hosts) up (idempotent).")
         @Flag(help: "Run on a QEMU older than 10 (QEMU 7.2 loses guest memory under TCG: results are not trustworthy).")
         var allowOldQemu = false
+        @Flag(help: "The virtual VFIO hosts: a VM whose kernel has VFIO and the kernel's mtty, with two libvirt hosts; prints the lab file to run with.")
+        var vfio = false
+        @Option(help: "With --vfio: the Debian kernel package version the virtual hosts boot (bookworm or bookworm-backports).")
+        var kernel = VirtualHostKernelBuilder.defaultPackageVersion
         func run() async throws {
             bootstrapLogging(verbose: false)
+            if vfio {
+                let lab = VirtualVFIOLab()
+                let file = try await lab.up(kernel: kernel)
+                print("virtual VFIO hosts up; lab file: \(file)")
+                printStatus(await lab.status())
+                return
+            }
             let lab = BuiltinLab()
             let started = try await lab.up(allowOldQEMU: allowOldQemu)
             print(started ? "built-in lab up" : "built-in lab already up")
@@ -43,11 +54,12 @@ struct LabCommand: AsyncParsableCommand {
     }
 
     struct Down: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove everything the built-in lab made, leftovers of crashed runs included.")
+        static let configuration = CommandConfiguration(abstract: "Remove everything the built-in lab and the virtual VFIO hosts made, leftovers of crashed runs included.")
         func run() async throws {
             bootstrapLogging(verbose: false)
             try await BuiltinLab().down()
-            print("built-in lab down")
+            try await VirtualVFIOLab().down()
+            print("built-in lab and virtual VFIO hosts down")
         }
     }
 
@@ -56,12 +68,16 @@ struct LabCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
             let s = await BuiltinLab().status()
+            let v = await VirtualVFIOLab().status()
             if json {
+                struct Both: Encodable { let builtin: BuiltinLab.Status; let vfio: VirtualVFIOLab.Status }
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try enc.encode(s), as: UTF8.self))
+                enc.keyEncodingStrategy = .convertToSnakeCase
+                print(String(decoding: try enc.encode(Both(builtin: s, vfio: v)), as: UTF8.self))
             } else {
                 printStatus(s)
+                printStatus(v)
             }
         }
     }
@@ -71,6 +87,14 @@ struct LabCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "host-supervisor", shouldDisplay: false)
         @Option var hostDir: String
         func run() throws { HostSupervisor.run(hostDirectory: hostDir) }
+    }
+}
+
+func printStatus(_ s: VirtualVFIOLab.Status) {
+    print("virtual VFIO hosts: \(s.root), L1 \(s.machinePid.map { "running (pid \($0))" } ?? "not running")")
+    for h in s.hosts where s.machinePid != nil {
+        print("host \(h.name): \(h.daemonRunning ? "libvirtd running" : "libvirtd not answering"), \(h.controlURI)")
+        for d in h.domains { print("  domain \(d)") }
     }
 }
 

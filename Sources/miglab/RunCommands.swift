@@ -75,7 +75,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Write the JSON result here.") var json: String?
     @Option(help: "Write JUnit XML here.") var junit: String?
     @Option(help: "Folder for the journal, logs and guest console (default: artifacts/<time>).") var artifacts: String?
-    @Flag(help: "Leave the built-in lab up after the run when the run brought it up.") var keepLab = false
+    @Flag(help: "Run on the virtual VFIO hosts (a VM with VFIO and the kernel's mtty; brought up when needed), not the built-in lab.") var vfio = false
+    @Flag(help: "Leave the built-in lab (or the virtual VFIO hosts) up after the run when the run brought it up.") var keepLab = false
     @Flag(help: "Run on a QEMU older than 10 (results are not trustworthy).") var allowOldQemu = false
     @Flag(help: "Debug logging.") var verbose = false
     @Flag(help: .hidden) var disableMemoryOracle = false
@@ -99,7 +100,13 @@ struct RunCommand: AsyncParsableCommand {
             return
         }
         let provider: LabProvider
-        if let lab {
+        if vfio && lab != nil {
+            FileHandle.standardError.write(Data("--vfio runs on the virtual VFIO hosts, --lab on a lab file's: give one of them\n".utf8))
+            throw ExitCode(ExitStatus.badInput)
+        }
+        if vfio {
+            provider = VirtualVFIOLabProvider(keepUp: keepLab)
+        } else if let lab {
             do {
                 provider = HardwareLabProvider(file: try LabFile.load(path: lab))
             } catch {

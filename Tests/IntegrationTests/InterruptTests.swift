@@ -33,10 +33,11 @@ extension BuiltinLabTests {
     func expectLabEmpty() throws {
         let status = try Smoke.run(["lab", "status", "--json"])
         let json = try #require(try JSONSerialization.jsonObject(with: Data(status.out.utf8)) as? [String: Any])
-        for h in try #require(json["hosts"] as? [[String: Any]]) {
-            #expect(h["daemonRunning"] as? Bool == false, "\(h)")
+        let builtin = try #require(json["builtin"] as? [String: Any])
+        for h in try #require(builtin["hosts"] as? [[String: Any]]) {
+            #expect(h["daemon_running"] as? Bool == false, "\(h)")
             #expect(h["namespace"] as? Bool == false, "\(h)")
-            #expect((h["qemuProcesses"] as? [Any])?.isEmpty == true, "\(h)")
+            #expect((h["qemu_processes"] as? [Any])?.isEmpty == true, "\(h)")
         }
     }
 

@@ -1,0 +1,309 @@
+import Foundation
+import Libvirt
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Virtual VFIO hosts: a VM (L1) under TCG with `-cpu max`, whose kernel carries VFIO, mdev and
+/// KVM and the kernel's migratable sample device `mtty`, running one libvirt daemon per lab host.
+/// L1's own KVM runs the test guest (L2) (TCG offers SVM and nested paging to L1), so a real VFIO
+/// device (an mtty mdev) migrates between real QEMUs through real libvirt, with no hardware.
+///
+/// The runner reaches the hosts only as it reaches hardware nodes: through their libvirt URIs
+/// (TCP ports QEMU's user-mode network forwards from 127.0.0.1) and the lab file this lab writes
+/// (`lab.yaml` in its folder), with mdev pools of the mtty types.
+///
+/// One L1 holds both hosts (each daemon in its own mount namespace, its own host UUID, ports and
+/// state), because two TCG machines on this 2-core machine would each need most of a core while
+/// the guest runs. L1's root is the runner machine's own / read-only over virtio-9p under a
+/// tmpfs overlay, so L1 runs the same libvirt, QEMU and miglab (the host supervisor) as the
+/// runner; the lab folder is shared read-write, so the daemons' and QEMU's logs land there.
+public struct VirtualVFIOLab: Sendable {
+    public struct HostSpec: Sendable {
+        public let name: String
+        /// libvirtd's TCP port, the same inside L1 and on the runner machine's 127.0.0.1.
+        public let port: Int
+        public let uuid: String
+        /// Incoming migration streams (both daemons share L1's network).
+        public let migrationPorts: ClosedRange<Int>
+    }
+
+    public static let hostSpecs: [HostSpec] = [
+        HostSpec(name: "a", port: 16611, uuid: "6d4a1c2e-3b4d-4e5f-8a6b-7c8d9e0f1b01", migrationPorts: 49152...49183),
+        HostSpec(name: "b", port: 16612, uuid: "6d4a1c2e-3b4d-4e5f-8a6b-7c8d9e0f1b02", migrationPorts: 49184...49215),
+    ]
+    /// Modules L1 loads: its NIC, VFIO with the type-1 IOMMU backend (Debian's 6.12 has no
+    /// iommufd), the mdev bus, and KVM for AMD (QEMU's TCG emulates SVM, not VMX).
+    static let modules = ["virtio_net", "vfio", "vfio_iommu_type1", "mdev", "kvm_amd"]
+    /// The mtty types and how many of each a run may create per host (mtty offers 24 ports in
+    /// all: mtty-1 has one port per device, mtty-2 two).
+    public static let mdevPools: [(type: String, instances: Int)] = [("mtty-2", 2), ("mtty-1", 2)]
+    /// libvirt's node-device name of mtty's parent device (/sys/devices/virtual/mtty/mtty).
+    public static let mttyParent = "mtty_mtty"
+    /// What QEMU needs to migrate mtty: its DMA-logging report fails (EOPNOTSUPP on 6.12), so
+    /// QEMU must not use device dirty tracking, and must then be told to migrate anyway.
+    public static let mttyQEMUProperties = [QEMUDeviceProperty(name: "x-device-dirty-page-tracking", value: "off"),
+                                            QEMUDeviceProperty(name: "enable-migration", value: "on")]
+
+    public let root: String
+    public let qemuBinary: String
+    public let memoryMiB: Int
+    /// TCG's threading for L1 (`single` or `multi`), MIGLAB_VFIO_TCG_THREADS.
+    var tcgThreads: String { ProcessInfo.processInfo.environment["MIGLAB_VFIO_TCG_THREADS"] ?? "multi" }
+    /// L1's vCPUs, MIGLAB_VFIO_SMP.
+    var vcpus: String { ProcessInfo.processInfo.environment["MIGLAB_VFIO_SMP"] ?? "1" }
+    let logger: Logger
+
+    public init(root: String = VirtualVFIOLab.defaultRoot, qemuBinary: String = "/usr/bin/qemu-system-x86_64",
+                memoryMiB: Int = 4096, logger: Logger = Logger(label: "miglab.vfio-lab")) {
+        self.root = root
+        self.qemuBinary = qemuBinary
+        self.memoryMiB = memoryMiB
+        self.logger = logger
+    }
+
+    public static var defaultRoot: String {
+        ProcessInfo.processInfo.environment["MIGLAB_VFIO_LAB_DIR"] ?? "/var/lib/miglab/vfio-lab"
+    }
+
+    /// The lab file the runner uses (`miglab run --lab`).
+    public var labFilePath: String { "\(root)/lab.yaml" }
+    var machineDirectory: String { "\(root)/l1" }
+    var pidFile: String { "\(machineDirectory)/qemu.pid" }
+    /// L1's serial console: the kernel's messages, the ready marker, oopses.
+    public var consoleLog: String { "\(machineDirectory)/console.log" }
+    func hostDirectory(_ h: HostSpec) -> String { "\(root)/hosts/\(h.name)" }
+    /// L1's address on QEMU's user-mode network; migration streams go there (libvirt refuses a
+    /// loopback `migration_host`), from one daemon of L1 to the other.
+    static let addressInL1 = "10.0.2.15"
+    /// Where a daemon keeps its state inside L1 (L1's memory).
+    static let stateDirectoryInL1 = "/run/miglab-hosts"
+    public static func controlURI(_ h: HostSpec) -> String { "qemu+tcp://127.0.0.1:\(h.port)/system" }
+
+    public enum LabError: Error, CustomStringConvertible {
+        case notRoot
+        case machineDied(console: String, tail: String)
+        case machineFailed(message: String, console: String)
+        case timeout(what: String, console: String)
+
+        public var description: String {
+            switch self {
+            case .notRoot:
+                "the virtual VFIO lab needs root (it boots a VM with the machine's root filesystem)"
+            case let .machineDied(console, tail):
+                "the virtual VFIO host's QEMU exited while booting; its console (\(console)) ends with:\n\(tail)"
+            case let .machineFailed(message, console):
+                "the virtual VFIO host could not set up: \(message) (console: \(console))"
+            case let .timeout(what, console):
+                "the virtual VFIO host did not \(what) in time; see \(console)"
+            }
+        }
+    }
+
+    // MARK: up / down / status
+
+    /// Boots L1 and its daemons and writes the lab file; does nothing when they already answer.
+    /// Returns the lab file's path.
+    @discardableResult
+    public func up(kernel packageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion) async throws -> String {
+        guard getuid() == 0 else { throw LabError.notRoot }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let lock = try FileLock(path: "\(root)/lab.lock")
+        defer { lock.unlock() }
+        if await isUp() { return labFilePath }
+        await stopMachine()
+        let kernel = try VirtualHostKernelBuilder(logger: logger).build(packageVersion: packageVersion)
+        try prepareFolders(kernel: kernel)
+        let started = ContinuousClock.now
+        let pid = try startMachine(kernel: kernel)
+        try await waitUntilReady(pid: pid)
+        try writeLabFile()
+        logger.info("virtual VFIO hosts up in \(started.duration(to: .now)) (L1 pid \(pid), kernel \(kernel.release)): \(labFilePath)")
+        return labFilePath
+    }
+
+    /// Stops L1 (and with it every daemon, guest and mdev in it) and removes the lab folder.
+    public func down() async throws {
+        guard getuid() == 0 else { throw LabError.notRoot }
+        guard FileManager.default.fileExists(atPath: root) else { return }
+        let lock = try FileLock(path: "\(root)/lab.lock")
+        defer { lock.unlock() }
+        await stopMachine()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    public struct Status: Sendable, Codable {
+        public let root: String
+        public let machinePid: Int32?
+        public let hosts: [HostStatus]
+        public var isUp: Bool { machinePid != nil && hosts.allSatisfy(\.daemonRunning) }
+    }
+
+    public struct HostStatus: Sendable, Codable {
+        public let name: String
+        public let controlURI: String
+        public let daemonRunning: Bool
+        public let domains: [String]
+    }
+
+    public func status() async -> Status {
+        let pid = runningMachinePid()
+        var hosts: [HostStatus] = []
+        for h in Self.hostSpecs {
+            var domains: [String] = []
+            var running = false
+            if pid != nil, let conn = try? await Connection.open(uri: Self.controlURI(h)) {
+                running = true
+                domains = ((try? conn.allDomains()) ?? []).map { "\($0.name) (\((try? $0.state().state.description) ?? "?"))" }
+            }
+            hosts.append(HostStatus(name: h.name, controlURI: Self.controlURI(h), daemonRunning: running, domains: domains))
+        }
+        return Status(root: root, machinePid: pid, hosts: hosts)
+    }
+
+    func isUp() async -> Bool {
+        guard runningMachinePid() != nil, FileManager.default.fileExists(atPath: labFilePath) else { return false }
+        for h in Self.hostSpecs {
+            guard let c = try? await Connection.open(uri: Self.controlURI(h)), c.isAlive else { return false }
+        }
+        return true
+    }
+
+    /// L1's QEMU, if it runs (its pid file, checked against its command line).
+    func runningMachinePid() -> pid_t? {
+        guard let pid = ProcessTable.readPidFile(pidFile), ProcessTable.isRunning(pid),
+              ProcessTable.commandLine(pid).contains(machineDirectory) else { return nil }
+        return pid
+    }
+
+    func stopMachine() async {
+        if let pid = runningMachinePid() {
+            logger.info("stopping the virtual VFIO host (L1 pid \(pid))")
+            await ProcessTable.terminate(pid, grace: .seconds(10))
+        }
+        // An L1 whose pid file is gone still names the lab folder on its command line.
+        for pid in ProcessTable.pids(commandLineContaining: "miglab.dir=\(root) ") {
+            await ProcessTable.terminate(pid, grace: .seconds(5))
+        }
+    }
+
+    // MARK: pieces
+
+    func prepareFolders(kernel: VirtualHostKernel) throws {
+        let fm = FileManager.default
+        for sub in ["l1", "hosts"] {
+            try? fm.removeItem(atPath: "\(root)/\(sub)")
+            try fm.createDirectory(atPath: "\(root)/\(sub)", withIntermediateDirectories: true)
+        }
+        try? fm.removeItem(atPath: labFilePath)
+        for h in Self.hostSpecs {
+            try LibvirtDaemonConfig(label: "virtual VFIO host \(h.name)", directory: "\(Self.stateDirectoryInL1)/\(h.name)",
+                                    listenAddress: "0.0.0.0", tcpPort: h.port, hostUUID: h.uuid,
+                                    migrationAddress: Self.addressInL1, migrationPorts: h.migrationPorts)
+                .write(into: hostDirectory(h))
+        }
+        try labResource("VirtualHost", "l1-stage2").write(to: URL(fileURLWithPath: "\(machineDirectory)/l1-stage2"))
+        let env: [(String, String)] = [
+            ("L1_HOSTNAME", "miglab-vfio"),
+            ("L1_KERNEL_ROOT", kernel.root),
+            ("L1_MODULES", Self.modules.joined(separator: " ")),
+            ("L1_MTTY", kernel.mttyModule),
+            ("L1_HOSTS", Self.hostSpecs.map(\.name).joined(separator: " ")),
+            ("L1_STATE", Self.stateDirectoryInL1),
+            ("L1_MIGLAB", try Command.miglabExecutable()),
+        ]
+        try env.map { "\($0.0)=\(Command.shellQuoted($0.1))" }.joined(separator: "\n").appending("\n")
+            .write(toFile: "\(machineDirectory)/l1.env", atomically: true, encoding: .utf8)
+    }
+
+    /// Starts L1's QEMU in its own session (a Ctrl-C of the runner must not stop the lab).
+    func startMachine(kernel: VirtualHostKernel) throws -> pid_t {
+        let forwards = Self.hostSpecs.map { "hostfwd=tcp:127.0.0.1:\($0.port)-:\($0.port)" }.joined(separator: ",")
+        let argv = [qemuBinary, "-name", "miglab-vfio-l1",
+                    // Multi-threaded TCG; -cpu max offers SVM with nested paging, so L1's KVM runs L2.
+                    "-accel", "tcg,thread=\(tcgThreads)", "-M", "q35", "-cpu", "max", "-smp", vcpus, "-m", "\(memoryMiB)",
+                    "-nodefaults", "-display", "none", "-no-reboot",
+                    "-kernel", kernel.kernel, "-initrd", kernel.initramfs,
+                    "-append", "console=ttyS0 panic=-1 quiet miglab.dir=\(root) ",
+                    "-serial", "file:\(consoleLog)",
+                    "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+                    "-device", "virtio-9p-pci,fsdev=root,mount_tag=root",
+                    "-fsdev", "local,id=miglab,path=\(root),security_model=none,multidevs=remap",
+                    "-device", "virtio-9p-pci,fsdev=miglab,mount_tag=miglab",
+                    "-netdev", "user,id=net0,\(forwards)", "-device", "virtio-net-pci,netdev=net0",
+                    "-pidfile", pidFile]
+        _ = FileManager.default.createFile(atPath: consoleLog, contents: nil)
+        let pid = try Command.spawnDetached(argv, logPath: "\(machineDirectory)/qemu.log")
+        logger.info("virtual VFIO host: L1 booting (pid \(pid), kernel \(kernel.release), \(memoryMiB) MiB)")
+        return pid
+    }
+
+    /// Waits for L1's ready marker on its console, then for every daemon to answer.
+    func waitUntilReady(pid: pid_t, timeout: Duration = .seconds(240)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let console = (try? String(contentsOfFile: consoleLog, encoding: .utf8)) ?? ""
+            if let line = console.split(separator: "\n").first(where: { $0.contains("MIGLAB-L1-ERROR") }) {
+                throw LabError.machineFailed(message: String(line.drop { $0 != " " }.dropFirst()), console: consoleLog)
+            }
+            if console.contains("MIGLAB-L1-READY") { break }
+            guard ProcessTable.isRunning(pid) else {
+                let log = (try? String(contentsOfFile: "\(machineDirectory)/qemu.log", encoding: .utf8)) ?? ""
+                throw LabError.machineDied(console: consoleLog, tail: (console + log).split(separator: "\n").suffix(15).joined(separator: "\n"))
+            }
+            guard ContinuousClock.now < deadline else { throw LabError.timeout(what: "boot", console: consoleLog) }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        for h in Self.hostSpecs {
+            let log = "\(hostDirectory(h))/log"
+            while true {
+                if let c = try? await Connection.open(uri: Self.controlURI(h)), c.isAlive, (try? c.allDomains()) != nil { break }
+                guard ProcessTable.isRunning(pid) else { throw LabError.machineDied(console: consoleLog, tail: "") }
+                // The supervisor restarts a daemon that exits; one that keeps exiting will not come up.
+                let supervisor = (try? String(contentsOfFile: "\(log)/supervisor.log", encoding: .utf8)) ?? ""
+                if supervisor.contains("restart 2\n") {
+                    let errors = ((try? String(contentsOfFile: "\(log)/libvirtd.log", encoding: .utf8)) ?? "")
+                        .split(separator: "\n").filter { $0.contains(" error : ") }
+                    throw LabError.machineFailed(message: "libvirtd of host \(h.name) keeps exiting: \(errors.last.map(String.init) ?? "see \(log)")",
+                                                 console: consoleLog)
+                }
+                guard ContinuousClock.now < deadline else {
+                    throw LabError.timeout(what: "start libvirtd of host \(h.name) (\(log))", console: consoleLog)
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    /// The lab file of the virtual hosts, as a hardware lab would have it.
+    func writeLabFile() throws {
+        var text = """
+        # Written by `miglab lab up --vfio`: the virtual VFIO hosts (L1 VM, \(root)).
+        # Use it like any lab file: miglab run --lab \(labFilePath) scenarios/vfio/
+        version: 1
+        locks: \(root)/locks
+        hosts:
+
+        """
+        for h in Self.hostSpecs {
+            let uri = Self.controlURI(h)
+            text += """
+              \(h.name):
+                uri: \(uri)
+                peer_uri: \(uri)
+                migration_address: \(Self.addressInL1)
+                accelerator: kvm
+                image_dir: /var/lib/libvirt/images/miglab
+                log_dir: \(hostDirectory(h))/log
+                mdev_types:
+
+            """
+            for pool in Self.mdevPools {
+                let props = Self.mttyQEMUProperties.map { "\($0.name): \"\($0.value)\"" }.joined(separator: ", ")
+                text += "      - {type: \(pool.type), parent: \(Self.mttyParent), instances: \(pool.instances), qemu_properties: {\(props)}}\n"
+            }
+        }
+        try text.write(toFile: labFilePath, atomically: true, encoding: .utf8)
+    }
+}
