@@ -188,6 +188,23 @@ public struct VirtualVFIOLab: Sendable {
         }
     }
 
+    /// Copies L1's console, its set-up log and each daemon's logs into `directory`, for a run's
+    /// artifacts (the lab folder goes with `down`).
+    public func copyLogs(to directory: String) {
+        let fm = FileManager.default
+        try? fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var files = [(consoleLog, "l1-console.log"), ("\(machineDirectory)/stage2.log", "l1-stage2.log"), ("\(machineDirectory)/qemu.log", "l1-qemu.log")]
+        for h in Self.hostSpecs {
+            for name in ["libvirtd.log", "supervisor.log"] {
+                files.append(("\(hostDirectory(h))/log/\(name)", "\(h.name)-\(name)"))
+            }
+        }
+        for (from, to) in files where fm.fileExists(atPath: from) {
+            try? fm.removeItem(atPath: "\(directory)/\(to)")
+            try? fm.copyItem(atPath: from, toPath: "\(directory)/\(to)")
+        }
+    }
+
     // MARK: pieces
 
     func prepareFolders(kernel: VirtualHostKernel) throws {

@@ -91,13 +91,16 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     let lab: VirtualVFIOLab
     let kernelPackageVersion: String
     let keepUp: Bool
+    /// Where L1's console and its daemons' logs are copied when the run ends.
+    let artifactsDirectory: String?
     private var broughtUp = false
 
     public init(lab: VirtualVFIOLab = VirtualVFIOLab(), kernelPackageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion,
-                keepUp: Bool = false) {
+                keepUp: Bool = false, artifactsDirectory: String? = nil) {
         self.lab = lab
         self.kernelPackageVersion = kernelPackageVersion
         self.keepUp = keepUp
+        self.artifactsDirectory = artifactsDirectory
     }
 
     public var description: String { "virtual VFIO hosts (\(lab.root))" }
@@ -109,6 +112,7 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     }
 
     public func finish() async {
+        if let artifactsDirectory { lab.copyLogs(to: "\(artifactsDirectory)/vfio-lab") }
         if broughtUp && !keepUp { try? await lab.down() }
     }
 }

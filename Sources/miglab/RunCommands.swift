@@ -99,13 +99,16 @@ struct RunCommand: AsyncParsableCommand {
             }
             return
         }
+        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
+                                                formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime])
+        let dir = artifacts ?? "artifacts/\(stamp.replacingOccurrences(of: ":", with: ""))"
         let provider: LabProvider
         if vfio && lab != nil {
             FileHandle.standardError.write(Data("--vfio runs on the virtual VFIO hosts, --lab on a lab file's: give one of them\n".utf8))
             throw ExitCode(ExitStatus.badInput)
         }
         if vfio {
-            provider = VirtualVFIOLabProvider(keepUp: keepLab)
+            provider = VirtualVFIOLabProvider(keepUp: keepLab, artifactsDirectory: dir)
         } else if let lab {
             do {
                 provider = HardwareLabProvider(file: try LabFile.load(path: lab))
@@ -116,9 +119,6 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             provider = BuiltinLabProvider(allowOldQEMU: allowOldQemu, keepUp: keepLab)
         }
-        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: .current,
-                                                formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime])
-        let dir = artifacts ?? "artifacts/\(stamp.replacingOccurrences(of: ":", with: ""))"
         let config = RunConfiguration(artifactsDirectory: dir, liveProgress: isatty(2) == 1,
                                       memoryOracleEnabled: !disableMemoryOracle)
         let controller = try RunController(config: config, provider: provider)

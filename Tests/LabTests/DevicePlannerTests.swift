@@ -105,7 +105,9 @@ import FoundationXML
         #expect(!FileManager.default.fileExists(atPath: lab.lockDirectory))
     }
 
-    @Test func vfsOfAPFAndMdevsArePlannedWithTheSameUUIDOnBothHosts() throws {
+    /// Each host gets its own mdev UUIDs: two hosts may share one kernel (the virtual VFIO
+    /// lab), which holds a UUID once; the destination definition names its own by alias.
+    @Test func vfsOfAPFAndMdevsArePlannedWithEachHostsOwnMdevUUIDs() throws {
         let lab = try TwoNodeLab()
         defer { lab.remove() }
         let labFile = try LabFile.load(path: lab.labPath)
@@ -122,14 +124,14 @@ import FoundationXML
             n += 1
             return UUID(uuidString: "00000000-0000-0000-0000-00000000000\(n)")!
         }
-        for host in ["a", "b"] {
+        for (host, first) in [("a", 1), ("b", 3)] {
             let devices = plan.devices(on: host)
             #expect(devices.count == 3)
             guard case let .pci(vf) = devices[0].resource else { Issue.record("vf"); continue }
             #expect(vf.address == PCIAddress("0000:3b:10.0")!)
             #expect(vf.driver == "vfio-pci" && !vf.managed && vf.boundDriver == "vfio-pci")
             guard case let .mdev(m0) = devices[1].resource, case let .mdev(m1) = devices[2].resource else { Issue.record("mdev"); continue }
-            #expect(m0.uuid.uuidString.hasSuffix("1") && m1.uuid.uuidString.hasSuffix("2"))
+            #expect(m0.uuid.uuidString.hasSuffix("\(first)") && m1.uuid.uuidString.hasSuffix("\(first + 1)"))
             #expect(m0.slot == 0 && m1.slot == 1 && m0.parent == "mtty")
             let xml = try XMLDocument(xmlString: scenarioDomain(name: "miglab-s", scenario: s, plan: plan, host: host,
                                                                image: GuestImage(kernel: "/k", initrd: "/i", hash: "h", kernelVersion: "x"),
@@ -138,7 +140,7 @@ import FoundationXML
             #expect(mdevs.count == 2)
             #expect(mdevs.first?.attribute(forName: "model")?.stringValue == "vfio-pci")
             #expect(try xml.nodes(forXPath: "/domain/devices/hostdev[@type='mdev']/source/address/@uuid").first?.stringValue
-                    == "00000000-0000-0000-0000-000000000001")
+                    == "00000000-0000-0000-0000-00000000000\(first)")
             #expect(try xml.nodes(forXPath: "/domain/devices/hostdev[@type='pci']/@managed").first?.stringValue == "no")
         }
         #expect(plan.lockNames(lab: labFile).count == 6)

@@ -120,6 +120,33 @@ struct DestinationDefinitionTests {
         #expect(try out.nodes(forXPath: "/domain/os/initrd").first?.stringValue == "/b/i")
     }
 
+    /// One kernel holds an mdev UUID once (the virtual VFIO hosts share one): the destination
+    /// names its own mdev, found by alias, with the QEMU overrides kept as they are.
+    @Test func anMdevGetsTheDestinationsUUIDByAlias() throws {
+        let xml = """
+        <domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+          <name>miglab-s</name>
+          <devices>
+            <hostdev mode='subsystem' type='mdev' model='vfio-pci'>
+              <source><address uuid='11111111-0000-0000-0000-000000000001'/></source>
+              <alias name='ua-tty-0'/>
+            </hostdev>
+          </devices>
+          <qemu:override><qemu:device alias='ua-tty-0'><qemu:frontend>
+            <qemu:property name='enable-migration' type='string' value='on'/>
+          </qemu:frontend></qemu:device></qemu:override>
+        </domain>
+        """
+        let dest: [Hostdev] = [.mdev(.init(uuid: UUID(uuidString: "22222222-0000-0000-0000-000000000002")!, alias: "ua-tty-0"))]
+        let text = try ScenarioExecution.rewrite(xml, hostdevs: dest, image: nil)
+        let out = try XMLDocument(xmlString: text)
+        #expect(try out.nodes(forXPath: "/domain/devices/hostdev/source/address/@uuid").first?.stringValue
+                == "22222222-0000-0000-0000-000000000002")
+        #expect(text.contains("enable-migration"))
+        let missing: [Hostdev] = [.mdev(.init(uuid: UUID(), alias: "ua-other-0"))]
+        #expect(throws: RunnerError.self) { try ScenarioExecution.rewrite(xml, hostdevs: missing, image: nil) }
+    }
+
     @Test func aHostdevTheGuestDoesNotHaveIsAnError() {
         let dest: [Hostdev] = [.pci(.init(address: PCIAddress("0000:af:01.1")!, alias: "ua-nic-0"))]
         #expect(throws: RunnerError.self) { try ScenarioExecution.rewrite(Self.xml, hostdevs: dest, image: nil) }

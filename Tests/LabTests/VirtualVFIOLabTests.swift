@@ -1,0 +1,107 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Scenario
+import Testing
+@testable import Lab
+
+/// The pieces of the virtual VFIO hosts that need no VM: the lab file they write, the kernel
+/// packages they pick, the QEMU properties mtty needs in the domain XML, forwarded endpoints.
+@Suite struct VirtualVFIOLabTests {
+    @Test func theLabFileItWritesIsALabFileWithMttyPoolsAndForwardedHosts() throws {
+        let root = NSTemporaryDirectory() + "miglab-vfio-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let lab = VirtualVFIOLab(root: root)
+        try lab.writeLabFile()
+        let file = try LabFile.load(path: lab.labFilePath)
+        #expect(file.hosts.map(\.name) == ["a", "b"])
+        for h in file.hosts {
+            #expect(h.uri.hasPrefix("qemu+tcp://127.0.0.1:"))
+            // A forwarded port is another machine: the image is uploaded, devices read via libvirt.
+            #expect(!h.isLocal)
+            #expect(h.imageDirectory == "/var/lib/libvirt/images/miglab")
+            #expect(h.logDirectory == "\(root)/hosts/\(h.name)/log")
+            #expect(h.accelerator == .kvm)
+            #expect(h.migrationAddress == "10.0.2.15")
+            #expect(h.mdevTypes.map(\.type) == ["mtty-2", "mtty-1"])
+            #expect(h.mdevTypes.allSatisfy { $0.parentNodeDeviceName == "mtty_mtty" && $0.qemuProperties == VirtualVFIOLab.mttyQEMUProperties })
+        }
+        // Both daemons share one kernel, but lock their own instances.
+        #expect(Set(file.hosts.map(\.machineKey)).count == 2)
+    }
+
+    @Test func kernelPackagesFollowTheDebianVersion() throws {
+        let bpo = try VirtualHostKernelBuilder.Packages(version: "6.12.95-1~bpo12+1")
+        #expect(bpo.release == "6.12.95+deb12-amd64")
+        #expect(bpo.image == "linux-image-6.12.95+deb12-amd64-unsigned")
+        #expect(bpo.headers == ["linux-headers-6.12.95+deb12-amd64", "linux-headers-6.12.95+deb12-common", "linux-kbuild-6.12.95+deb12"])
+        #expect(bpo.source == "linux-source-6.12")
+        let security = try VirtualHostKernelBuilder.Packages(version: "6.12.117-1~deb12u1")
+        #expect(security.release == "6.12.117+deb12-amd64")
+        #expect(throws: GuestImageBuilder.ImageError.self) { try VirtualHostKernelBuilder.Packages(version: "latest") }
+    }
+
+    @Test func qemuPropertiesBecomeAQEMUOverrideOnTheHostdevsAlias() throws {
+        var d = DomainDefinition(name: "miglab-t", memoryMiB: 256, vcpus: 1,
+                                 image: GuestImage(kernel: "/k", initrd: "/i", hash: "h", kernelVersion: "v"),
+                                 kernelArguments: [], emulator: nil, consoleLog: "/c",
+                                 hostdevs: [.mdev(.init(uuid: UUID(), alias: "ua-tty-0", qemuProperties: VirtualVFIOLab.mttyQEMUProperties)),
+                                            .mdev(.init(uuid: UUID(), alias: "ua-tty-1"))])
+        d.accelerator = .kvm
+        let xml = d.xml()
+        let doc = try XMLDocument(xmlString: xml)
+        let root = try #require(doc.rootElement())
+        #expect(root.namespace(forPrefix: "qemu")?.stringValue == DomainDefinition.qemuNamespace)
+        let devices = try #require(root.elements(forName: "qemu:override").first).elements(forName: "qemu:device")
+        #expect(devices.map { $0.attribute(forName: "alias")?.stringValue } == ["ua-tty-0"])
+        let properties = try #require(devices.first?.elements(forName: "qemu:frontend").first).elements(forName: "qemu:property")
+        #expect(properties.map { "\($0.attribute(forName: "name")?.stringValue ?? "")=\($0.attribute(forName: "value")?.stringValue ?? "")" }
+                == ["x-device-dirty-page-tracking=off", "enable-migration=on"])
+        // A KVM guest is offered no nested virtualization (its nested state would migrate too).
+        #expect(try doc.nodes(forXPath: "/domain/cpu/feature[@policy='disable']/@name").compactMap(\.stringValue) == ["svm", "vmx"])
+        d.accelerator = .tcg
+        d.hostdevs = []
+        let tcg = try XMLDocument(xmlString: d.xml())
+        #expect(try tcg.nodes(forXPath: "/domain/cpu/feature").isEmpty)
+        #expect(!d.xml().contains("qemu:override"))
+    }
+
+    @Test func labFilesTakeQEMUPropertiesAndALogFolder() throws {
+        let lab = try LabFile.parse("""
+        version: 1
+        hosts:
+          a:
+            uri: qemu+tcp://127.0.0.1:16611/system
+            log_dir: /srv/logs/a
+            pools:
+              - {name: vfs, vfs_of: "0000:3b:00.0", qemu_properties: {x-enable-migration: "on"}}
+            mdev_types:
+              - {type: mtty-2, parent: mtty_mtty, qemu_properties: {enable-migration: "on", x-device-dirty-page-tracking: "off"}}
+        """, file: "lab.yaml")
+        let a = try #require(lab[host: "a"])
+        #expect(a.logDirectory == "/srv/logs/a")
+        #expect(a.pools.first?.qemuProperties == [QEMUDeviceProperty(name: "x-enable-migration", value: "on")])
+        #expect(a.mdevTypes.first?.qemuProperties.map(\.name) == ["enable-migration", "x-device-dirty-page-tracking"])
+        #expect(!a.isLocal && a.machineKey == "127.0.0.1_16611")
+        #expect(LabFile.Host(name: "l", uri: "qemu+tcp://127.0.0.1/system").isLocal)
+
+        func errors(_ host: String) -> [String] {
+            do {
+                _ = try LabFile.parse("version: 1\nhosts:\n  a:\n" + host, file: "bad.yaml")
+                return []
+            } catch {
+                return error.diagnostics.map(\.description)
+            }
+        }
+        let badName = errors("    uri: qemu:///system\n    mdev_types:\n      - {type: mtty-2, parent: mtty, qemu_properties: {\"a b\": \"on\"}}\n")
+        #expect(badName.contains { $0.hasPrefix("bad.yaml:6:") && $0.contains("not a QEMU property name") }, "\(badName)")
+        let notMap = errors("    uri: qemu:///system\n    mdev_types:\n      - {type: mtty-2, parent: mtty, qemu_properties: [on]}\n")
+        #expect(notMap.contains { $0.contains("`qemu_properties` must be a mapping") }, "\(notMap)")
+        let control = errors("    uri: qemu:///system\n    mdev_types:\n      - {type: mtty-2, parent: mtty, qemu_properties: {x: \"a\\nb\"}}\n")
+        #expect(control.contains { $0.contains("control character") }, "\(control)")
+        let relative = errors("    uri: qemu:///system\n    log_dir: logs\n")
+        #expect(relative.contains { $0.hasPrefix("bad.yaml:5:") && $0.contains("`log_dir`") }, "\(relative)")
+    }
+}
