@@ -70,10 +70,31 @@ public struct DeviceSnapshot: Sendable, Equatable, Codable {
         public var pbaOffset: UInt64?
     }
 
+    /// The scratch register of each 16550 port of a serial device (port index -> `0x5a`), read
+    /// at the registers (miglab-uart). Before a migration the runner writes fresh values, so
+    /// the same values after it are device state only the migration could have carried.
+    public var uartScratch: [Int: String]?
+
     public init(address: String) {
         self.address = address
         self.bars = [:]
         self.control = [:]
+    }
+
+    /// `miglab-uart BDF scr` output (`MIGLAB-UART scr port=0 base=0xc000 value=0x5a` per port);
+    /// nil when it names no port.
+    public static func parseUARTScratch(_ output: String) -> [Int: String]? {
+        var out: [Int: String] = [:]
+        for line in output.split(separator: "\n") where line.contains("MIGLAB-UART scr ") {
+            var port: Int?
+            var value: String?
+            for field in line.split(separator: " ") {
+                if field.hasPrefix("port=") { port = Int(field.dropFirst(5)) }
+                if field.hasPrefix("value=") { value = String(field.dropFirst(6)) }
+            }
+            if let port, let value { out[port] = value }
+        }
+        return out.isEmpty ? nil : out
     }
 }
 
@@ -177,6 +198,12 @@ extension DeviceSnapshot {
         check("PCIe LnkSta", source.linkStatus == nil ? nil : "present", destination.linkStatus == nil ? nil : "present")
         if let a = source.linkStatus, let b = destination.linkStatus { compare("LnkSta", a, b, into: &out) }
         check("driver", source.driver ?? "none", destination.driver ?? "none")
+        if source.uartScratch != nil || destination.uartScratch != nil {
+            let a = source.uartScratch ?? [:], b = destination.uartScratch ?? [:]
+            for port in Set(a.keys).union(b.keys).sorted() {
+                check("UART port \(port) scratch register", a[port], b[port])
+            }
+        }
         return out
     }
 

@@ -33,6 +33,8 @@ struct GuestDeviceRef: Sendable, Equatable {
 /// guest agent (the same path a hardware guest offers).
 extension ScenarioExecution {
     static let guestctl = "/bin/miglab-guestctl"
+    /// Register-level checks of 16550 ports (loopback, scratch registers).
+    static let uart = "/bin/miglab-uart"
 
     /// The guest's devices, located in the XML of the defined domain: emulated NICs by their
     /// MAC, everything else by its path in the PCI tree.
@@ -76,12 +78,26 @@ extension ScenarioExecution {
 
     /// The device's PCI state as the guest sees it (`lspci -vvv` and its sysfs resource file):
     /// IDs, BAR sizes, command register, MSI/MSI-X, PCIe DevCtl and LnkSta, driver.
-    func deviceSnapshot(_ agent: GuestAgent, selector: String) async throws -> DeviceSnapshot {
+    /// For a serial device (class 0x0700) also the scratch register of each port, first set to
+    /// `scratch` (one value per port, cycled) when given.
+    func deviceSnapshot(_ agent: GuestAgent, selector: String, scratch: [UInt8]? = nil) async throws -> DeviceSnapshot {
         let info = try await deviceInfo(agent, selector: selector)
         guard let bdf = info.fields["bdf"] else { throw RunnerError.step("device \(selector) has no PCI address in the guest") }
         let lspci = try await agent.run("/usr/bin/lspci", ["-vvv", "-nn", "-s", bdf], until: .now + .seconds(10))
         let resource = try? await agent.run("/bin/cat", ["/sys/bus/pci/devices/\(bdf)/resource"], until: .now + .seconds(10))
-        return DeviceSnapshot.parse(lspci: lspci.output, resource: resource?.output)
+        var snapshot = DeviceSnapshot.parse(lspci: lspci.output, resource: resource?.output)
+        if info.fields["class"]?.hasPrefix("0x0700") == true {
+            let values = (scratch ?? []).map { String(format: "0x%02x", $0) }
+            let scr = try await agent.run(Self.uart, [bdf, "scr"] + values, until: .now + .seconds(10))
+            snapshot.uartScratch = DeviceSnapshot.parseUARTScratch(scr.output)
+        }
+        return snapshot
+    }
+
+    /// Fresh scratch-register values for snapshot `generation`: never 0 (a reset port reads 0),
+    /// different for each port (swapped ports are caught) and for consecutive generations.
+    static func scratchValues(generation: Int, ports: Int = 8) -> [UInt8] {
+        (0..<ports).map { p in UInt8((0x5a + 0x3b * generation + 0x6d * p) % 255 + 1) }
     }
 
     /// One line of what a snapshot holds, so a report shows the comparison was not empty.
@@ -90,14 +106,19 @@ extension ScenarioExecution {
         let bars = s.bars.keys.sorted().map { "BAR\($0)=\(s.bars[$0]?.size.map(String.init) ?? "?")" }.joined(separator: ",")
         let msix = s.msix.map { "MSI-X \($0.enabled ? "on" : "off") x\($0.tableSize ?? 0)" } ?? "no MSI-X"
         let cmd = s.control.filter(\.value).keys.sorted().joined(separator: "+")
-        return "\(ids) \(bars) cmd=\(cmd) \(msix) driver=\(s.driver ?? "none")"
+        let scratch = s.uartScratch.map { v in " scr=" + v.keys.sorted().compactMap { v[$0] }.joined(separator: ",") } ?? ""
+        return "\(ids) \(bars) cmd=\(cmd) \(msix) driver=\(s.driver ?? "none")\(scratch)"
     }
 
-    /// Snapshots of every guest device, taken before a migration for the comparison after it.
+    /// Snapshots of every guest device, taken before a migration for the comparison after it;
+    /// serial devices' scratch registers get fresh values first.
     func snapshotDevices(_ agent: GuestAgent) async -> [String: DeviceSnapshot] {
         var out: [String: DeviceSnapshot] = [:]
+        scratchGeneration += 1
         for d in deviceRefs {
-            if let snap = try? await deviceSnapshot(agent, selector: d.selector) { out[d.name] = snap }
+            if let snap = try? await deviceSnapshot(agent, selector: d.selector, scratch: Self.scratchValues(generation: scratchGeneration)) {
+                out[d.name] = snap
+            }
         }
         return out
     }

@@ -53,6 +53,9 @@ final class ScenarioExecution: @unchecked Sendable {
     var deviceBaseline: [String: DeviceInfo] = [:]
     /// Device state snapshots taken on the source right before the last migration.
     var devicesBeforeMigration: [String: DeviceSnapshot] = [:]
+    /// How many times serial devices' scratch registers were given fresh values (one per
+    /// snapshot before a migration), so each migration carries values it has not seen before.
+    var scratchGeneration = 0
     /// Whether any step verifies devices (only then are snapshots taken).
     lazy var checksDevices: Bool = scenario.flattenedSteps.contains { if case let .verify(v) = $0.action { v.devices } else { false } }
     var stepIndex = 0

@@ -132,3 +132,35 @@ import Testing
         #expect(s.vendorID == 0x1af4 && s.bars[9] == nil && s.bars[0]?.size == nil)
     }
 }
+
+/// The scratch registers of a serial device's ports: the values written before a migration
+/// must be there after it; a port that lost them (a fresh device, a reset, state that did not
+/// cross) is a difference.
+@Suite struct UARTScratchTests {
+    static let output = """
+    MIGLAB-UART scr port=0 base=0xc000 value=0x5a
+    MIGLAB-UART scr port=1 base=0xc008 value=0xa5
+    """
+
+    @Test func scratchValuesAreReadPerPort() {
+        #expect(DeviceSnapshot.parseUARTScratch(Self.output) == [0: "0x5a", 1: "0xa5"])
+        #expect(DeviceSnapshot.parseUARTScratch("MIGLAB-UART error=no-io-ports bdf=0000:03:00.0") == nil)
+    }
+
+    @Test func lostSwappedOrMissingScratchValuesAreDifferences() {
+        var before = DeviceSnapshot(address: "0000:03:00.0")
+        before.uartScratch = [0: "0x5a", 1: "0xa5"]
+        var same = before
+        same.address = "0000:03:00.0"
+        #expect(DeviceSnapshot.diff(before, same).isEmpty)
+        var lost = before
+        lost.uartScratch = [0: "0x00", 1: "0xa5"]
+        #expect(DeviceSnapshot.diff(before, lost).map(\.description) == ["UART port 0 scratch register: 0x5a on the source, 0x00 on the destination"])
+        var swapped = before
+        swapped.uartScratch = [0: "0xa5", 1: "0x5a"]
+        #expect(DeviceSnapshot.diff(before, swapped).count == 2)
+        var unread = before
+        unread.uartScratch = nil
+        #expect(DeviceSnapshot.diff(before, unread).map(\.field) == ["UART port 0 scratch register", "UART port 1 scratch register"])
+    }
+}

@@ -152,3 +152,16 @@ struct DestinationDefinitionTests {
         #expect(throws: RunnerError.self) { try ScenarioExecution.rewrite(Self.xml, hostdevs: dest, image: nil) }
     }
 }
+
+@Suite struct ScratchValueTests {
+    /// Never 0 (what a reset port reads), different per port and for consecutive migrations:
+    /// a destination that kept the previous migration's values, or a reset, cannot look right.
+    @Test func freshValuesDifferFromZeroAcrossPortsAndFromTheLastMigration() {
+        for g in 0..<600 {
+            let now = ScenarioExecution.scratchValues(generation: g), next = ScenarioExecution.scratchValues(generation: g + 1)
+            #expect(!now.contains(0))
+            #expect(Set(now).count == now.count)
+            #expect(zip(now, next).allSatisfy { $0 != $1 })
+        }
+    }
+}
