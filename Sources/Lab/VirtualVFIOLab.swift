@@ -188,6 +188,26 @@ public struct VirtualVFIOLab: Sendable {
         }
     }
 
+    /// Lines of L1's kernel that mean L1 itself is broken (a crash, memory corruption, a CPU
+    /// stuck for 20 s): whatever ran on it then is not evidence about the device under test.
+    static let kernelTroubleMarkers = ["Kernel panic", "BUG:", "Oops:", "general protection fault", "corrupted stack",
+                                       "rcu_preempt detected stalls", "rcu_sched detected stalls", "watchdog: BUG: soft lockup"]
+
+    /// The size of L1's console now, to scan only what comes after.
+    public func consoleSize() -> UInt64 {
+        ((try? FileManager.default.attributesOfItem(atPath: consoleLog))?[.size] as? NSNumber)?.uint64Value ?? 0
+    }
+
+    /// The first line of L1's console after `offset` that says L1's kernel is in trouble.
+    public func kernelTrouble(after offset: UInt64 = 0) -> [String] {
+        guard let handle = FileHandle(forReadingAtPath: consoleLog) else { return [] }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: offset)
+        let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+        let line = text.split(separator: "\n").first { l in Self.kernelTroubleMarkers.contains { l.contains($0) } }
+        return line.map { [$0.trimmingCharacters(in: .whitespacesAndNewlines)] } ?? []
+    }
+
     /// Copies L1's console, its set-up log and each daemon's logs into `directory`, for a run's
     /// artifacts (the lab folder goes with `down`).
     public func copyLogs(to directory: String) {

@@ -35,7 +35,14 @@ public protocol LabProvider: Sendable {
     func prepare() async throws -> LabEnvironment
     /// Undoes what `prepare` started. Called once, also after a failure or an interrupt.
     func finish() async
+    /// What went wrong in the lab itself during the run (a host's kernel that crashed): such a
+    /// run is not a pass, whatever its scenarios saw. Asked before `finish`.
+    func problems() async -> [String]
     var description: String { get }
+}
+
+extension LabProvider {
+    public func problems() async -> [String] { [] }
 }
 
 public final class BuiltinLabProvider: LabProvider, @unchecked Sendable {
@@ -94,6 +101,8 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     /// Where L1's console and its daemons' logs are copied when the run ends.
     let artifactsDirectory: String?
     private var broughtUp = false
+    /// Where this run's part of L1's console starts.
+    private var consoleOffset: UInt64 = 0
 
     public init(lab: VirtualVFIOLab = VirtualVFIOLab(), kernelPackageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion,
                 keepUp: Bool = false, artifactsDirectory: String? = nil) {
@@ -108,7 +117,14 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     public func prepare() async throws -> LabEnvironment {
         broughtUp = !(await lab.status().isUp)
         let path = try await lab.up(kernel: kernelPackageVersion)
+        consoleOffset = lab.consoleSize()
         return try await HardwareLab(file: try LabFile.load(path: path)).environment()
+    }
+
+    public func problems() async -> [String] {
+        lab.kernelTrouble(after: consoleOffset).map {
+            "the virtual VFIO host's kernel reported `\($0)` during the run: its results cannot be trusted (L1 console: \(lab.consoleLog))"
+        }
     }
 
     public func finish() async {
@@ -163,6 +179,12 @@ public final class RunController: @unchecked Sendable {
             let outcome = await runOne(scenario, lab: &lab, image: &image)
             if outcome != "passed" { allPassed = false }
             if Task.isCancelled { interrupted = true; break }
+        }
+        for problem in await provider.problems() {
+            var e = JournalEvent(kind: .error)
+            e.message = problem
+            journal.record(e)
+            allPassed = false
         }
         // Tear-down of the lab is part of the run; it runs even when interrupted.
         await provider.finish()

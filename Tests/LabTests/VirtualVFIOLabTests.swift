@@ -105,3 +105,27 @@ import Testing
         #expect(relative.contains { $0.hasPrefix("bad.yaml:5:") && $0.contains("`log_dir`") }, "\(relative)")
     }
 }
+
+@Suite struct VirtualHostKernelTroubleTests {
+    /// A run on a virtual host whose kernel crashed or stalled is not evidence: the lab names
+    /// the line; a clean console, or trouble before the run began, names nothing.
+    @Test func crashesAndStallsOnL1sConsoleAreFoundAfterTheRunsStart() throws {
+        let root = NSTemporaryDirectory() + "miglab-vfio-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root + "/l1", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let lab = VirtualVFIOLab(root: root)
+        try "MIGLAB-L1-READY kernel=6.12\n[  117.2] kvm: vcpu0, guest rIP: 0xffff Unhandled WRMSR(0xc0010007) = 0xffff\n"
+            .write(toFile: lab.consoleLog, atomically: true, encoding: .utf8)
+        #expect(lab.kernelTrouble().isEmpty)
+        let start = lab.consoleSize()
+        let handle = try #require(FileHandle(forWritingAtPath: lab.consoleLog))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data("[  425.9] Kernel panic - not syncing: corrupted stack end detected inside scheduler\n".utf8))
+        try handle.close()
+        #expect(lab.kernelTrouble(after: start) == ["[  425.9] Kernel panic - not syncing: corrupted stack end detected inside scheduler"])
+        #expect(lab.kernelTrouble(after: lab.consoleSize()).isEmpty)
+        let stall = "[ 1057.7] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n"
+        try stall.write(toFile: lab.consoleLog, atomically: true, encoding: .utf8)
+        #expect(lab.kernelTrouble().count == 1)
+    }
+}
