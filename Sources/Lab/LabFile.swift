@@ -119,7 +119,9 @@ public struct LabFile: Sendable, Equatable {
         }
 
         /// Names the machine in lock file names, so that the same PCI address on two machines is
-        /// two locks, and the same machine reached through two URIs is one.
+        /// two locks, and the same machine reached through two URIs is one. A forwarded port
+        /// counts as a machine of its own (`127.0.0.1:16611`): behind one address, each port may
+        /// be another host (the virtual VFIO hosts share one kernel but not their mdev slots).
         public var machineKey: String {
             let c = URLComponents(string: uri)
             var key = isLocal ? "local" : (c?.host ?? uri) + (c?.port.map { ":\($0)" } ?? "")

@@ -78,4 +78,7 @@ public struct JobStats: Sendable, Equatable, Codable {
     public var memoryDirtyRatePagesPerSecond: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) }
     public var memoryBytesPerSecond: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_BPS) }
     public var errorMessage: String? { fields[VIR_DOMAIN_JOB_ERRMSG]?.string }
+    /// Bytes of VFIO device state sent so far (libvirt >= 10.6; nil from older daemons).
+    /// `VIR_DOMAIN_JOB_VFIO_DATA_TRANSFERRED`, spelled out: Debian 12's libvirt 9.0 headers lack it.
+    public var vfioDataTransferredBytes: UInt64? { value("vfio_data_transferred") }
 }

@@ -71,6 +71,8 @@ public struct MigrationStats: Codable, Sendable, Equatable {
     public var memoryIterations: UInt64?
     public var memoryDirtyRatePagesPerSecond: UInt64?
     public var memoryBytesPerSecond: UInt64?
+    /// VFIO device state sent (libvirt >= 10.6 reports it; absent otherwise).
+    public var vfioDataBytes: UInt64?
 
     public init() {}
 
@@ -84,6 +86,7 @@ public struct MigrationStats: Codable, Sendable, Equatable {
         memoryIterations = s.memoryIterations
         memoryDirtyRatePagesPerSecond = s.memoryDirtyRatePagesPerSecond
         memoryBytesPerSecond = s.memoryBytesPerSecond
+        vfioDataBytes = s.vfioDataTransferredBytes
     }
 
     enum CodingKeys: String, CodingKey {
@@ -96,6 +99,7 @@ public struct MigrationStats: Codable, Sendable, Equatable {
         case memoryIterations = "memory_iterations"
         case memoryDirtyRatePagesPerSecond = "memory_dirty_rate_pages_s"
         case memoryBytesPerSecond = "memory_bps"
+        case vfioDataBytes = "vfio_data_bytes"
     }
 }
 

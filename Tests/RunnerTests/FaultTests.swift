@@ -84,3 +84,19 @@ struct TriggerTests {
         #expect(!E.triggerHolds(.remainingBelowFraction(0.25), stats: stats(iteration: 1, remaining: 100 << 20), nowMs: 0))
     }
 }
+
+@Suite struct VFIODataStatisticTests {
+    /// libvirt >= 10.6 reports the VFIO device state sent; it lands in the journal's statistics
+    /// (migration results and progress samples) as `vfio_data_bytes`, and is absent, not 0,
+    /// where the daemon does not report it.
+    @Test func vfioDeviceBytesAreJournaledWhenLibvirtReportsThem() throws {
+        let stats = MigrationStats(JobStats(type: JobStats.typeCompleted,
+                                            fields: ["vfio_data_transferred": .uint(96), "data_total_bytes": .uint(268967936)]))
+        #expect(stats.vfioDataBytes == 96)
+        let json = String(decoding: try JSONEncoder().encode(stats), as: UTF8.self)
+        #expect(json.contains("\"vfio_data_bytes\":96"))
+        let old = MigrationStats(JobStats(type: JobStats.typeCompleted, fields: ["data_total_bytes": .uint(1)]))
+        #expect(old.vfioDataBytes == nil)
+        #expect(!String(decoding: try JSONEncoder().encode(old), as: UTF8.self).contains("vfio"))
+    }
+}
