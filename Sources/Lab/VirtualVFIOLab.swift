@@ -103,8 +103,9 @@ public struct VirtualVFIOLab: Sendable {
 
     // MARK: up / down / status
 
-    /// Boots L1 and its daemons and writes the lab file; does nothing when they already answer.
-    /// Returns the lab file's path.
+    /// Boots L1 and its daemons and writes the lab file; does nothing when they already answer
+    /// (an L1 that is up keeps the kernel it has). An L1 that does not come up is stopped, its
+    /// console kept in the lab folder. Returns the lab file's path.
     @discardableResult
     public func up(kernel packageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion) async throws -> String {
         guard getuid() == 0 else { throw LabError.notRoot }
@@ -117,7 +118,12 @@ public struct VirtualVFIOLab: Sendable {
         try prepareFolders(kernel: kernel)
         let started = ContinuousClock.now
         let pid = try startMachine(kernel: kernel)
-        try await waitUntilReady(pid: pid)
+        do {
+            try await waitUntilReady(pid: pid)
+        } catch {
+            await stopMachine()
+            throw error
+        }
         try writeLabFile()
         logger.info("virtual VFIO hosts up in \(started.duration(to: .now)) (L1 pid \(pid), kernel \(kernel.release)): \(labFilePath)")
         return labFilePath
