@@ -17,8 +17,9 @@ public struct HardwareLab: Sendable {
 
     public init(file: LabFile) { self.file = file }
 
-    /// Connects to every host of the lab file.
-    public func environment() async throws -> HardwareLabEnvironment {
+    /// Connects to every host of the lab file; `actions` are the host-side fault actions the
+    /// lab offers, by host name (none for plain lab-file hosts).
+    public func environment(actions: [String: any HostActions] = [:]) async throws -> HardwareLabEnvironment {
         var hosts: [String: LabHost] = [:]
         var parts: [String] = []
         for h in file.hosts {
@@ -32,7 +33,7 @@ public struct HardwareLab: Sendable {
             let qemu = (try? connection.hypervisorVersion()).map { "QEMU \($0.major).\($0.minor).\($0.micro)" } ?? "QEMU ?"
             parts.append("\(h.name): \(h.uri), \(qemu), \(h.accelerator == .kvm ? "KVM" : "TCG")")
             hosts[h.name] = LabHost(name: h.name, controlURI: h.uri, peerURI: h.peerURI, migrationAddress: h.migrationAddress,
-                                    logDirectory: h.logDirectory, connection: connection, actions: nil,
+                                    logDirectory: h.logDirectory, connection: connection, actions: actions[h.name],
                                     accelerator: h.accelerator, emulator: h.emulator,
                                     imagePoolDirectory: h.imageDirectory)
         }

@@ -77,6 +77,8 @@ public protocol HostActions: Sendable {
     func killQEMU(domain: String) throws -> Int32
     /// SIGKILL to the libvirt daemon; the lab restarts it. Returns the killed pid.
     func killLibvirtd() throws -> Int32
+    /// Whether `cutLink` works here.
+    var offersLinkControl: Bool { get }
     /// Cuts (or restores) this host's link to the other hosts.
     func cutLink(lossOnly: Bool) throws
     func restoreLink(lossOnly: Bool) throws
@@ -85,6 +87,10 @@ public protocol HostActions: Sendable {
     /// A second address of this host: the destination QEMU listens there when a proxy takes
     /// the migration address.
     var secondaryAddress: String? { get }
+}
+
+extension HostActions {
+    public var offersLinkControl: Bool { true }
 }
 
 /// A set of hosts the runner can use: the built-in lab or a hardware lab from a lab file.

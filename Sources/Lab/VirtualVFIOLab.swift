@@ -231,6 +231,15 @@ public struct VirtualVFIOLab: Sendable {
         }
     }
 
+    /// Host-side actions on the virtual hosts, by host name (run inside L1 through its request
+    /// folder).
+    public func hostActions() -> [String: any HostActions] {
+        let shell = VirtualHostShell(requests: "\(machineDirectory)/requests")
+        return Dictionary(uniqueKeysWithValues: Self.hostSpecs.map {
+            ($0.name, VirtualHostActions(host: $0.name, stateDirectory: "\(Self.stateDirectoryInL1)/\($0.name)", shell: shell) as any HostActions)
+        })
+    }
+
     // MARK: pieces
 
     func prepareFolders(kernel: VirtualHostKernel) throws {
@@ -349,4 +358,66 @@ public struct VirtualVFIOLab: Sendable {
         }
         try text.write(toFile: labFilePath, atomically: true, encoding: .utf8)
     }
+}
+
+/// Runs a shell script inside L1: written into its request folder (shared over 9p), picked up
+/// by l1-stage2 within 0.1 s; waits for its exit status.
+struct VirtualHostShell: Sendable {
+    let requests: String
+
+    func run(_ script: String, timeout: Duration = .seconds(20)) throws -> CommandResult {
+        let name = "\(requests)/\(UUID().uuidString.lowercased())"
+        let fm = FileManager.default
+        try script.write(toFile: name + ".tmp", atomically: false, encoding: .utf8)
+        try fm.moveItem(atPath: name + ".tmp", toPath: name + ".sh")
+        defer { for ext in [".sh", ".run", ".out", ".rc"] { try? fm.removeItem(atPath: name + ext) } }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let rc = try? String(contentsOfFile: name + ".rc", encoding: .utf8) {
+                let out = (try? String(contentsOfFile: name + ".out", encoding: .utf8)) ?? ""
+                return CommandResult(status: Int32(rc.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1, stdout: out, stderr: out)
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        throw CommandError(command: ["virtual host", script], status: -1, stderr: "L1 did not run it within \(timeout) (is it up?)")
+    }
+}
+
+/// Fault actions on a virtual VFIO host: its processes inside L1, by the pid files its daemon
+/// keeps in its own state folder. The two hosts share L1's network, so there is no link to cut.
+struct VirtualHostActions: HostActions {
+    let host: String
+    /// The daemon's folder inside L1 (its /run/libvirt is `run/` there).
+    let stateDirectory: String
+    let shell: VirtualHostShell
+
+    func kill(pidFile: String, what: String) throws -> Int32 {
+        let script = "p=$(cat \(Command.shellQuoted(pidFile)) 2>/dev/null) && [ -n \"$p\" ] && kill -0 \"$p\" || { echo 'no running \(what) on host \(host)'; exit 3; }; kill -9 \"$p\" && echo \"$p\""
+        let r = try shell.run(script)
+        guard r.status == 0, let pid = Int32(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw CommandError(command: ["kill", what], status: r.status, stderr: r.stdout)
+        }
+        return pid
+    }
+
+    func killQEMU(domain: String) throws -> Int32 {
+        try kill(pidFile: "\(stateDirectory)/run/qemu/\(domain).pid", what: "QEMU for \(domain)")
+    }
+
+    func killLibvirtd() throws -> Int32 {
+        try kill(pidFile: "\(stateDirectory)/run/libvirtd.pid", what: "libvirtd")
+    }
+
+    var offersLinkControl: Bool { false }
+
+    func cutLink(lossOnly: Bool) throws {
+        throw CommandError(command: ["cut link"], status: -1, stderr: "the virtual VFIO hosts share one network inside L1: there is no link to cut")
+    }
+
+    func restoreLink(lossOnly: Bool) throws {
+        try cutLink(lossOnly: lossOnly)
+    }
+
+    var networkNamespacePath: String? { nil }
+    var secondaryAddress: String? { nil }
 }

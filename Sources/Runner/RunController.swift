@@ -118,7 +118,7 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
         broughtUp = !(await lab.status().isUp)
         let path = try await lab.up(kernel: kernelPackageVersion)
         consoleOffset = lab.consoleSize()
-        return try await HardwareLab(file: try LabFile.load(path: path)).environment()
+        return try await HardwareLab(file: try LabFile.load(path: path)).environment(actions: lab.hostActions())
     }
 
     public func problems() async -> [String] {

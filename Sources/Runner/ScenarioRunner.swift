@@ -158,15 +158,17 @@ final class ScenarioExecution: @unchecked Sendable {
     func checkHostActions() throws {
         for step in scenario.flattenedSteps {
             guard case let .migrate(m) = step.action else { continue }
-            var needs: [String] = m.faults.compactMap { f in
+            // What each needs of a host's actions: processes, its link, its network namespace.
+            var needs: [(String, (any HostActions) -> Bool)] = m.faults.compactMap { f in
                 switch f.action {
-                case .killQEMU, .killLibvirtd, .networkPartition: f.kind
+                case .killQEMU, .killLibvirtd: (f.kind, { _ in true })
+                case .networkPartition: (f.kind, { $0.offersLinkControl })
                 default: nil
                 }
             }
-            if m.corruptStream != nil { needs.append("corrupt_stream") }
-            for what in needs {
-                for name in [m.from, m.to] where lab.hosts[name]?.actions == nil && lab.hosts[name] != nil {
+            if m.corruptStream != nil { needs.append(("corrupt_stream", { $0.networkNamespacePath != nil })) }
+            for (what, offered) in needs {
+                for name in [m.from, m.to] where lab.hosts[name] != nil && !(lab.hosts[name]?.actions.map(offered) ?? false) {
                     let at = step.location.map { "\($0): " } ?? ""
                     throw RunnerError.step("\(at)`\(what)` needs host-side control of host \(name)'s processes and network, which \(lab.summary) does not offer (the built-in lab does)")
                 }

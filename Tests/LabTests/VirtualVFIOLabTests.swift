@@ -129,3 +129,62 @@ import Testing
         #expect(lab.kernelTrouble().count == 1)
     }
 }
+
+/// The virtual hosts' process actions go through L1's request folder: tested here with a
+/// stand-in for l1-stage2's loop (the same protocol: NAME.sh run once, NAME.out, then NAME.rc).
+@Suite struct VirtualHostActionsTests {
+    /// Serves the request folder like l1-stage2, until terminated.
+    static func serve(_ requests: String) -> Process {
+        let loop = """
+        while true; do
+          for f in "$1"/*.sh; do [ -e "$f" ] || continue; b=${f%.sh}; mv "$f" "$b.run" || continue
+            ( bash "$b.run" > "$b.out" 2>&1 < /dev/null; echo $? > "$b.rc.tmp"; mv "$b.rc.tmp" "$b.rc" ) & done
+          sleep 0.05
+        done
+        """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = ["-c", loop, "serve", requests]
+        // Holding none of the test runner's pipes, so nothing waits on it if it outlives a test.
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try? p.run()
+        return p
+    }
+
+    @Test func killQEMUKillsThePidOfTheDomainsPidFileAndNamesAMissingOne() throws {
+        let root = NSTemporaryDirectory() + "miglab-l1req-\(UUID().uuidString)"
+        let state = root + "/state/a"
+        try FileManager.default.createDirectory(atPath: state + "/run/qemu", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/requests", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let server = Self.serve(root + "/requests")
+        // SIGKILL: a child of the test inherits its blocked signals, SIGTERM among them.
+        defer { kill(server.processIdentifier, SIGKILL) }
+        let victim = Process()
+        victim.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        victim.arguments = ["60"]
+        victim.standardOutput = FileHandle.nullDevice
+        victim.standardError = FileHandle.nullDevice
+        try victim.run()
+        defer { kill(victim.processIdentifier, SIGKILL) }
+        try "\(victim.processIdentifier)\n".write(toFile: state + "/run/qemu/miglab-x.pid", atomically: true, encoding: .utf8)
+        let actions = VirtualHostActions(host: "a", stateDirectory: state, shell: VirtualHostShell(requests: root + "/requests"))
+        #expect(try actions.killQEMU(domain: "miglab-x") == victim.processIdentifier)
+        victim.waitUntilExit()
+        #expect(victim.terminationReason == .uncaughtSignal && victim.terminationStatus == SIGKILL)
+        #expect { try actions.killLibvirtd() } throws: { "\($0)".contains("no running libvirtd on host a") }
+        #expect(!actions.offersLinkControl)
+        #expect(throws: CommandError.self) { try actions.cutLink(lossOnly: false) }
+        // Nothing is left in the request folder.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/requests").isEmpty)
+    }
+
+    @Test func anL1ThatDoesNotAnswerIsAnError() throws {
+        let root = NSTemporaryDirectory() + "miglab-l1req-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let shell = VirtualHostShell(requests: root)
+        #expect { try shell.run("true", timeout: .milliseconds(300)) } throws: { "\($0)".contains("L1 did not run it") }
+    }
+}
