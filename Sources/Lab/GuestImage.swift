@@ -162,8 +162,8 @@ public struct GuestImageBuilder: Sendable {
 
     /// `apt-get download PACKAGE[=VERSION]` into `dir`, unless a .deb of it is there already.
     func download(_ package: String, version: String? = nil, into dir: String) throws -> String {
-        // apt names the file PACKAGE_VERSION_ARCH.deb, the version without its epoch.
-        let prefix = "\(package)_" + (version.map { v in (v.split(separator: ":").last.map(String.init) ?? v) + "_" } ?? "")
+        // apt names the file PACKAGE_VERSION_ARCH.deb, an epoch's colon written as %3a.
+        let prefix = "\(package)_" + (version.map { $0.replacingOccurrences(of: ":", with: "%3a") + "_" } ?? "")
         func existing() -> String? {
             ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
                 .filter { $0.hasPrefix(prefix) && $0.hasSuffix(".deb") }.sorted().last.map { "\(dir)/\($0)" }
