@@ -164,10 +164,21 @@ extension ScenarioExecution {
             if (info.fields["driver"] ?? "").isEmpty { findings.append("\(d.name): no driver bound") }
             let (problem, works) = await functionalCheck(d, info: info, agent: agent, deadline: deadline)
             if let problem { findings.append("\(d.name): \(problem)") }
-            // The device's state on this host against its state on the source before the migration.
-            if let before = devicesBeforeMigration[d.name], let now = try? await deviceSnapshot(agent, selector: d.selector) {
-                for diff in DeviceSnapshot.diff(before, now) { findings.append("\(d.name): \(diff)") }
-                summary.append("\(d.name) state compared with the source before the migration: " + Self.describe(now))
+            // The device's state on this host against its state on the source before the
+            // migration. After a migration a comparison that could not be made is a finding:
+            // an unchecked state must not pass as an equal one.
+            if lastMigration != nil {
+                if let before = devicesBeforeMigration[d.name] {
+                    do {
+                        let now = try await deviceSnapshot(agent, selector: d.selector)
+                        for diff in DeviceSnapshot.diff(before, now) { findings.append("\(d.name): \(diff)") }
+                        summary.append("\(d.name) state compared with the source before the migration: " + Self.describe(now))
+                    } catch {
+                        findings.append("\(d.name): its PCI state could not be read to compare with the source's: \(error)")
+                    }
+                } else {
+                    findings.append("\(d.name): no snapshot of its PCI state was taken on the source before the migration, so the state was not compared")
+                }
             }
             summary.append("\(d.name) \(info.identity) driver=\(info.fields["driver"] ?? "") link=\(info.fields["link"] ?? "?") \(works)")
         }
