@@ -208,10 +208,7 @@ public struct BuiltinLab: Sendable {
             var running = false
             if pid != nil, let conn = try? await Connection.open(uri: controlURI(h)) {
                 running = true
-                domains = ((try? conn.allDomains()) ?? []).map { d in
-                    let s = (try? d.state().state.description) ?? "?"
-                    return "\(d.name) (\(s))"
-                }
+                domains = domainSummaries(conn)
             }
             hosts.append(HostStatus(name: h.name, namespace: namespaceExists(h.namespace), supervisorPid: pid,
                                     daemonRunning: running, controlURI: controlURI(h),
@@ -328,6 +325,11 @@ public struct BuiltinLab: Sendable {
         }
     }
 
+}
+
+/// Each domain of a host as `name (state)`, for `lab status`.
+func domainSummaries(_ connection: Connection) -> [String] {
+    ((try? connection.allDomains()) ?? []).map { "\($0.name) (\((try? $0.state().state.description) ?? "?"))" }
 }
 
 /// Fault actions on a built-in lab host: its processes and its end of the veth pair.

@@ -161,14 +161,15 @@ public struct VirtualVFIOLab: Sendable {
             var running = false
             if pid != nil, let conn = try? await Connection.open(uri: Self.controlURI(h)) {
                 running = true
-                domains = ((try? conn.allDomains()) ?? []).map { "\($0.name) (\((try? $0.state().state.description) ?? "?"))" }
+                domains = domainSummaries(conn)
             }
             hosts.append(HostStatus(name: h.name, controlURI: Self.controlURI(h), daemonRunning: running, domains: domains))
         }
         return Status(root: root, machinePid: pid, hosts: hosts)
     }
 
-    func isUp() async -> Bool {
+    /// L1 runs, its lab file is written and both daemons answer.
+    public func isUp() async -> Bool {
         guard runningMachinePid() != nil, FileManager.default.fileExists(atPath: labFilePath) else { return false }
         for h in Self.hostSpecs {
             guard let c = try? await Connection.open(uri: Self.controlURI(h)), c.isAlive else { return false }
@@ -273,7 +274,7 @@ public struct VirtualVFIOLab: Sendable {
     func startMachine(kernel: VirtualHostKernel) throws -> pid_t {
         let forwards = Self.hostSpecs.map { "hostfwd=tcp:127.0.0.1:\($0.port)-:\($0.port)" }.joined(separator: ",")
         let argv = [qemuBinary, "-name", "miglab-vfio-l1",
-                    // Multi-threaded TCG; -cpu max offers SVM with nested paging, so L1's KVM runs L2.
+                    // -cpu max offers SVM with nested paging, so L1's KVM runs L2 (threads and vCPUs: see above).
                     "-accel", "tcg,thread=\(tcgThreads)", "-M", "q35", "-cpu", "max", "-smp", vcpus, "-m", "\(memoryMiB)",
                     "-nodefaults", "-display", "none", "-no-reboot",
                     "-kernel", kernel.kernel, "-initrd", kernel.initramfs,

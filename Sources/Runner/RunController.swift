@@ -115,7 +115,7 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     public var description: String { "virtual VFIO hosts (\(lab.root))" }
 
     public func prepare() async throws -> LabEnvironment {
-        broughtUp = !(await lab.status().isUp)
+        broughtUp = !(await lab.isUp())
         let path = try await lab.up(kernel: kernelPackageVersion)
         consoleOffset = lab.consoleSize()
         return try await HardwareLab(file: try LabFile.load(path: path)).environment(actions: lab.hostActions())
