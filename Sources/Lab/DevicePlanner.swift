@@ -232,7 +232,7 @@ public struct DevicePlanner: Sendable {
             case .mdev:
                 for host in hosts {
                     let uuids = (0..<r.count).map { _ in newUUID() }
-                    let type = r.mdevType ?? ""
+                    let type = Self.mdevType(of: r, on: host.name, scenario)
                     var got: [DevicePlan.AllocatedDevice] = []
                     for pool in host.mdevTypes where pool.type == type && got.count < r.count {
                         let key = "\(pool.parentNodeDeviceName)/\(type)"
@@ -254,6 +254,17 @@ public struct DevicePlanner: Sendable {
         }
         return DevicePlan(scenario: scenario.name,
                           hosts: visited.map { DevicePlan.HostDevices(host: $0, devices: allocated[$0] ?? []) })
+    }
+
+    /// The mdev type `r` has on `host`: its own, or the one a migration's `destination:
+    /// {mdev_type}` gives it there (the parser lets no other step bring the guest to that host).
+    static func mdevType(of r: PassthroughRequirement, on host: String, _ scenario: Scenario) -> String {
+        for step in scenario.steps {
+            if case let .migrate(m) = step.action, m.to == host, case let .mdevType(device, type)? = m.destinationChange, device == r.name {
+                return type
+            }
+        }
+        return r.mdevType ?? ""
     }
 
     typealias Candidate = (device: PCIDevice, pool: LabFile.Pool, driver: String)

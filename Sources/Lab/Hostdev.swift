@@ -324,6 +324,26 @@ public final class PassthroughSession: Sendable {
         return functions
     }
 
+    /// Removes and recreates every mdev of this run on `host`, each with its UUID and type (so
+    /// the plan, the locks and the guest definitions stay true), and returns what it recreated.
+    /// For a destination after a failed migration: the device state of a refused resume must
+    /// not reach the next user.
+    public func recreateMdevs(on host: String) async throws -> [String] {
+        let mdevs = plan.devices(on: host).compactMap { d -> DevicePlan.Mdev? in
+            if case let .mdev(m) = d.resource { m } else { nil }
+        }
+        guard !mdevs.isEmpty else { return [] }
+        guard let control = controls[host] else { throw PassthroughError(message: "no control for host `\(host)`") }
+        var done: [String] = []
+        for m in mdevs {
+            try await control.destroyMdev(uuid: m.uuid)
+            try await control.createMdev(parent: m.parent, type: m.type, uuid: m.uuid)
+            done.append("mdev \(m.uuid.uuidString.lowercased()) (\(m.type))")
+            logger.info("passthrough: recreated mdev \(m.uuid) (\(m.type)) on \(host)")
+        }
+        return done
+    }
+
     /// Lock takeovers (a dead run's lock), for the run's log.
     public var takeovers: [String] { locks.takeovers }
 

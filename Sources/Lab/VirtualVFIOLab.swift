@@ -105,9 +105,12 @@ public struct VirtualVFIOLab: Sendable {
 
     /// Boots L1 and its daemons and writes the lab file; does nothing when they already answer
     /// (an L1 that is up keeps the kernel it has). An L1 that does not come up is stopped, its
-    /// console kept in the lab folder. Returns the lab file's path.
+    /// console kept in the lab folder. `libvirt` is a Debian libvirt package version the hosts run
+    /// instead of this machine's own (`VirtualHostLibvirtBuilder.machineOwn` keeps the machine's).
+    /// Returns the lab file's path.
     @discardableResult
-    public func up(kernel packageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion) async throws -> String {
+    public func up(kernel packageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion,
+                   libvirt libvirtVersion: String = VirtualHostLibvirtBuilder.defaultPackageVersion) async throws -> String {
         guard getuid() == 0 else { throw LabError.notRoot }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let lock = try FileLock(path: "\(root)/lab.lock")
@@ -115,7 +118,8 @@ public struct VirtualVFIOLab: Sendable {
         if await isUp() { return labFilePath }
         await stopMachine()
         let kernel = try VirtualHostKernelBuilder(logger: logger).build(packageVersion: packageVersion)
-        try prepareFolders(kernel: kernel)
+        let libvirt = try VirtualHostLibvirtBuilder(logger: logger).build(packageVersion: libvirtVersion)
+        try prepareFolders(kernel: kernel, libvirt: libvirt)
         let started = ContinuousClock.now
         let pid = try startMachine(kernel: kernel)
         do {
@@ -125,7 +129,7 @@ public struct VirtualVFIOLab: Sendable {
             throw error
         }
         try writeLabFile()
-        logger.info("virtual VFIO hosts up in \(started.duration(to: .now)) (L1 pid \(pid), kernel \(kernel.release)): \(labFilePath)")
+        logger.info("virtual VFIO hosts up in \(started.duration(to: .now)) (L1 pid \(pid), kernel \(kernel.release), libvirt \(libvirt?.packageVersion ?? "of this machine")): \(labFilePath)")
         return labFilePath
     }
 
@@ -243,7 +247,7 @@ public struct VirtualVFIOLab: Sendable {
 
     // MARK: pieces
 
-    func prepareFolders(kernel: VirtualHostKernel) throws {
+    func prepareFolders(kernel: VirtualHostKernel, libvirt: VirtualHostLibvirt?) throws {
         let fm = FileManager.default
         for sub in ["l1", "hosts"] {
             try? fm.removeItem(atPath: "\(root)/\(sub)")
@@ -265,6 +269,7 @@ public struct VirtualVFIOLab: Sendable {
             ("L1_HOSTS", Self.hostSpecs.map(\.name).joined(separator: " ")),
             ("L1_STATE", Self.stateDirectoryInL1),
             ("L1_MIGLAB", try Command.miglabExecutable()),
+            ("L1_LIBVIRT_ROOT", libvirt?.root ?? ""),
         ]
         try env.map { "\($0.0)=\(Command.shellQuoted($0.1))" }.joined(separator: "\n").appending("\n")
             .write(toFile: "\(machineDirectory)/l1.env", atomically: true, encoding: .utf8)

@@ -73,6 +73,7 @@ public struct JobStats: Sendable, Equatable, Codable {
     public var dataProcessedBytes: UInt64? { value(VIR_DOMAIN_JOB_DATA_PROCESSED) }
     public var dataRemainingBytes: UInt64? { value(VIR_DOMAIN_JOB_DATA_REMAINING) }
     public var memoryTotalBytes: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_TOTAL) }
+    public var memoryProcessedBytes: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_PROCESSED) }
     public var memoryRemainingBytes: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_REMAINING) }
     public var memoryIterations: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_ITERATION) }
     public var memoryDirtyRatePagesPerSecond: UInt64? { value(VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) }

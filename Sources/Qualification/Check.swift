@@ -108,13 +108,13 @@ public struct QualificationTarget: Sendable {
         do {
             capabilities = try probe.migrationCapabilities()
         } catch {
-            throw .system(probe.address, error)
+            throw .system(probe.name, error)
         }
-        let pciAddress = probe.address
+        let deviceName = probe.name
         return QualificationTarget(
-            name: "\(pciAddress) (\(probe.route))", capabilities: capabilities, capabilityCombinations: [capabilities],
+            name: "\(deviceName) (\(probe.route))", capabilities: capabilities, capabilityCombinations: [capabilities],
             maxStreamBytes: 4 << 30,
-            openDevice: { _ in try VFIODevice.open(pciAddress, locator: locator) },
+            openDevice: { _ in try VFIODevice.open(deviceName, locator: locator) },
             foreignStream: { try saveStopCopyStream(of: ReferenceDevice(), limit: 16 << 20) })
     }
 }

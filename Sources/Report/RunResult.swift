@@ -43,6 +43,8 @@ public struct MigrationResult: Codable, Sendable, Equatable {
     public var stats: MigrationStats
     public var wallSeconds: Double
     public var error: MigrationError?
+    /// Where the time and the bytes went, RAM and device apart (from the progress samples).
+    public var phases: [PhaseFigures] = []
 
     public struct MigrationError: Codable, Sendable, Equatable {
         public var code: Int32?
@@ -51,8 +53,53 @@ public struct MigrationResult: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case from, to, outcome, stats, error
+        case from, to, outcome, stats, error, phases
         case wallSeconds = "wall_s"
+    }
+}
+
+/// One phase of a migration: how long it took and what it sent, RAM and VFIO device state apart.
+/// A figure libvirt did not report (a failed migration's stop-copy, VFIO bytes before libvirt
+/// 10.6) is absent, never 0.
+public struct PhaseFigures: Codable, Sendable, Equatable {
+    public var phase: MigrationPhase
+    public var milliseconds: UInt64?
+    public var ramBytes: UInt64?
+    public var vfioBytes: UInt64?
+
+    enum CodingKeys: String, CodingKey {
+        case phase
+        case milliseconds = "ms"
+        case ramBytes = "ram_bytes"
+        case vfioBytes = "vfio_bytes"
+    }
+
+    /// The phases of one migration from its progress samples (sorted by time) and its final
+    /// statistics. Set-up runs from the job's start (libvirt preparing the destination, QEMU's
+    /// own set-up) to the first sample with bytes sent; pre-copy ends at the last sample taken
+    /// while the source ran, and what was sent after it counts as stop-copy, so stop-copy may
+    /// hold up to one sampling interval of pre-copy traffic, never the other way round.
+    /// Stop-copy's time is the downtime.
+    public static func of(samples: [MigrationStats], final: MigrationStats, completed: Bool) -> [PhaseFigures] {
+        var phases: [PhaseFigures] = []
+        let firstSent = samples.first { $0.phase == .preCopy || $0.phase == .stopCopy }
+        if let ms = firstSent?.timeElapsedMs ?? final.setupTimeMs {
+            phases.append(PhaseFigures(phase: .setup, milliseconds: ms))
+        }
+        let running = samples.last { $0.phase == .preCopy }
+        if let p = running {
+            let ms = p.timeElapsedMs.map { e in e - min(e, firstSent?.timeElapsedMs ?? e) }
+            phases.append(PhaseFigures(phase: .preCopy, milliseconds: ms, ramBytes: p.memoryProcessedBytes, vfioBytes: p.vfioDataBytes))
+        }
+        guard completed else { return phases }
+        func rest(_ total: UInt64?, _ before: UInt64?) -> UInt64? {
+            guard let total else { return nil }
+            return total - min(total, before ?? 0)
+        }
+        phases.append(PhaseFigures(phase: .stopCopy, milliseconds: final.downtimeMs,
+                                   ramBytes: rest(final.memoryProcessedBytes, running?.memoryProcessedBytes),
+                                   vfioBytes: rest(final.vfioDataBytes, running?.vfioDataBytes)))
+        return phases
     }
 }
 
@@ -85,6 +132,7 @@ extension RunResult {
         var open: [String: Int] = [:]   // scenario name -> index of its latest start
         var starts: [Int: Double] = [:]
         var end: JournalEvent?
+        var samples: [Int: [MigrationStats]] = [:]   // scenario index -> its running migration's
         for e in events {
             switch e.kind {
             case .scenarioStarted:
@@ -113,11 +161,16 @@ extension RunResult {
             case .fault:
                 guard let i = e.scenario.flatMap({ open[$0] }), let f = e.fault else { continue }
                 scenarios[i].faults.append(f)
+            case .migrationProgress:
+                guard let i = e.scenario.flatMap({ open[$0] }), let p = e.progress else { continue }
+                samples[i, default: []].append(p)
             case .migrationFinished:
                 guard let i = e.scenario.flatMap({ open[$0] }), let m = e.migration else { continue }
                 scenarios[i].migrations.append(MigrationResult(
                     from: m.from, to: m.to, outcome: m.outcome, stats: m.stats, wallSeconds: m.wallSeconds,
-                    error: m.errorMessage.map { .init(code: m.errorCode, domain: m.errorDomain, message: $0) }))
+                    error: m.errorMessage.map { .init(code: m.errorCode, domain: m.errorDomain, message: $0) },
+                    phases: PhaseFigures.of(samples: samples[i] ?? [], final: m.stats, completed: m.outcome == "completed")))
+                samples[i] = nil
                 // libvirt's elapsed time; a failed migration has none, so its wall time counts.
                 scenarios[i].timing.migrationSeconds += m.stats.timeElapsedMs.map { Double($0) / 1000 } ?? m.wallSeconds
             case .verification:
@@ -212,7 +265,12 @@ extension RunResult {
     func summaryLines(_ s: ScenarioResult) -> [String] {
         var lines: [String] = []
         for (i, m) in s.migrations.enumerated() {
-            lines.append("migration \(i + 1) \(m.from)->\(m.to): \(m.outcome), \(m.stats.timeElapsedMs ?? 0) ms, downtime \(m.stats.downtimeMs ?? 0) ms, \(m.stats.dataTotalBytes ?? 0) bytes, \(m.stats.memoryIterations ?? 0) iterations" + (m.error.map { " (\($0.message))" } ?? ""))
+            lines.append("migration \(i + 1) \(m.from)->\(m.to): \(m.outcome), \(m.stats.timeElapsedMs ?? 0) ms, downtime \(m.stats.downtimeMs ?? 0) ms, \(m.stats.dataTotalBytes ?? 0) bytes, \(m.stats.memoryIterations ?? 0) iterations"
+                         + (m.stats.vfioDataBytes.map { ", VFIO device \($0) bytes" } ?? "") + (m.error.map { " (\($0.message))" } ?? ""))
+            let phases = m.phases.filter { $0.phase != .setup }.map { p in
+                "\(p.phase.rawValue) \(p.milliseconds.map { "\($0) ms" } ?? "? ms"): RAM \(p.ramBytes.map(String.init) ?? "?"), VFIO \(p.vfioBytes.map(String.init) ?? "?") bytes"
+            }
+            if !phases.isEmpty { lines.append("  " + phases.joined(separator: "; ")) }
         }
         for f in s.faults {
             lines.append("fault \(f.kind) on \(f.host ?? "?") (\(f.trigger)) at \(String(format: "%.0f", f.firedAtMs)) ms: " + (f.error.map { "error: \($0)" } ?? f.result ?? ""))

@@ -86,6 +86,7 @@ extension ScenarioExecution {
         let lspci = try await agent.run("/usr/bin/lspci", ["-vvv", "-nn", "-s", bdf], until: .now + .seconds(10))
         let resource = try? await agent.run("/bin/cat", ["/sys/bus/pci/devices/\(bdf)/resource"], until: .now + .seconds(10))
         var snapshot = DeviceSnapshot.parse(lspci: lspci.output, resource: resource?.output)
+        guestAddresses[selector] = bdf
         if info.fields["class"]?.hasPrefix("0x0700") == true {
             let values = (scratch ?? []).map { String(format: "0x%02x", $0) }
             let scr = try await agent.run(Self.uart, [bdf, "scr"] + values, until: .now + .seconds(10))

@@ -71,8 +71,12 @@ public struct MigrationStats: Codable, Sendable, Equatable {
     public var memoryIterations: UInt64?
     public var memoryDirtyRatePagesPerSecond: UInt64?
     public var memoryBytesPerSecond: UInt64?
+    /// Guest RAM sent (the rest of `data_processed` is device state and stream overhead).
+    public var memoryProcessedBytes: UInt64?
     /// VFIO device state sent (libvirt >= 10.6 reports it; absent otherwise).
     public var vfioDataBytes: UInt64?
+    /// Progress samples only: where the migration stood when the sample was taken.
+    public var phase: MigrationPhase?
 
     public init() {}
 
@@ -86,6 +90,7 @@ public struct MigrationStats: Codable, Sendable, Equatable {
         memoryIterations = s.memoryIterations
         memoryDirtyRatePagesPerSecond = s.memoryDirtyRatePagesPerSecond
         memoryBytesPerSecond = s.memoryBytesPerSecond
+        memoryProcessedBytes = s.memoryProcessedBytes
         vfioDataBytes = s.vfioDataTransferredBytes
     }
 
@@ -99,7 +104,25 @@ public struct MigrationStats: Codable, Sendable, Equatable {
         case memoryIterations = "memory_iterations"
         case memoryDirtyRatePagesPerSecond = "memory_dirty_rate_pages_s"
         case memoryBytesPerSecond = "memory_bps"
+        case memoryProcessedBytes = "memory_processed_bytes"
         case vfioDataBytes = "vfio_data_bytes"
+        case phase
+    }
+}
+
+/// The phases of a pre-copy live migration (seed 003): set-up (devices start tracking, nothing
+/// sent yet), pre-copy (RAM and a VFIO device's pre-copy data stream while the guest runs),
+/// stop-copy (the source is paused; the rest of RAM and the device state go over).
+public enum MigrationPhase: String, Codable, Sendable, Equatable {
+    case setup
+    case preCopy = "pre_copy"
+    case stopCopy = "stop_copy"
+
+    /// The phase a source-side sample is in: the source paused for the migration is stop-copy;
+    /// running, it is set-up until the first byte went out.
+    public static func of(sourcePaused: Bool, stats: JobStats) -> MigrationPhase {
+        if sourcePaused { return .stopCopy }
+        return (stats.dataProcessedBytes ?? 0) == 0 ? .setup : .preCopy
     }
 }
 

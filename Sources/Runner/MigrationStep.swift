@@ -90,6 +90,7 @@ extension ScenarioExecution {
         var timedOut = false
         var firstFaultMs: Double?
         var lastJournaled = -1000.0
+        var lastSourceStats: JobStats?
         // Poll the job: live line, journal (every 100 ms), triggers (every poll), deadline.
         // (Awaiting the job inside a task group would not do: a task group waits for all its
         // children, and awaiting another task's result ignores cancellation.)
@@ -105,9 +106,11 @@ extension ScenarioExecution {
             let nowMs = (ContinuousClock.now - t0).seconds * 1000
             let stats = try? dom.jobStats()
             if let s = stats, s.isActive {
+                lastSourceStats = s
                 if nowMs - lastJournaled >= 100 {
                     var e = event(.migrationProgress)
                     e.progress = MigrationStats(s)
+                    e.progress?.phase = MigrationPhase.of(sourcePaused: dom.isPausedForMigration, stats: s)
                     journal.record(e)
                     lastJournaled = nowMs
                 }
@@ -151,6 +154,14 @@ extension ScenarioExecution {
             let stats = (try? dst.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
                                      stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
+            // The destination's copy lacks the device bytes and RAM sent (libvirt 11.3 keeps them
+            // on the source, whose job is gone now). The source's last sample has them final once
+            // QEMU had completed there, which its downtime figure shows; an earlier one would be
+            // a lower bound, so it is not used.
+            if let last = lastSourceStats, last.downtimeMs != nil {
+                record.stats.vfioDataBytes = record.stats.vfioDataBytes ?? last.vfioDataTransferredBytes
+                record.stats.memoryProcessedBytes = record.stats.memoryProcessedBytes ?? last.memoryProcessedBytes
+            }
             location = m.to
             // The console moved with the guest: read it on the destination from now on.
             if consoleCapture != nil, let moved = try? dst.connection.domain(named: domainName) {
@@ -256,6 +267,16 @@ extension ScenarioExecution {
                 let sel = try selector(of: device)
                 f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, ["reset", sel, loop ? "0" : "1"])
                 rec.result = loop ? "reset loop started (guest pid \(f.guestPid!))" : "reset started"
+            case let .guestScratchWrite(device):
+                rec.host = source.name
+                let agent = GuestAgent(domain: domain)
+                guard let bdf = guestAddresses[try selector(of: device)], devicesBeforeMigration[device]?.uartScratch != nil else {
+                    throw RunnerError.step("`\(device)` has no scratch registers in the snapshot before the migration (not a serial device?)")
+                }
+                // Each port's snapshot value with bits 1-7 flipped: never the value the check expects.
+                let values = Self.scratchValues(generation: scratchGeneration).map { String(format: "0x%02x", ($0 ^ 0xff) | 0x01) }
+                let r = try await agent.run(Self.uart, [bdf, "scr"] + values, until: .now + .seconds(60))
+                rec.result = "guest wrote scr \(values.prefix(2).joined(separator: ",")): " + r.output.trimmingCharacters(in: .whitespacesAndNewlines)
             case let .abort(s):
                 let h = side(s)
                 rec.host = h.name
@@ -345,6 +366,22 @@ extension ScenarioExecution {
             journal.record(e)
             try? await d.remove()
         }
+        // A destination mdev that took part of a refused or cut-off resume is never handed to
+        // another user: mtty (and a vendor driver may do the same) keeps it in RESUMING after
+        // the close, and the next user that moves it crashes the host kernel (background.md
+        // section 7). Removing and recreating it gives the device fresh state.
+        if let session = passthrough {
+            do {
+                let recreated = try await session.recreateMdevs(on: destination.name)
+                if !recreated.isEmpty {
+                    var e = event(.note)
+                    e.message = "after the failed migration the lab removed and recreated \(recreated.joined(separator: ", ")) on \(destination.name) (a device left in a half-done resume is never reused)"
+                    journal.record(e)
+                }
+            } catch {
+                throw RunnerError.step("cannot recreate the mdevs on \(destination.name) after the failed migration: \(error)")
+            }
+        }
         let tolerated = scenario.expect.destinationAfterFailure == .any
         afterFailure.append(ExpectationRecord(what: "destination after failed migration #\(migrationRecords.count)",
                                               expected: tolerated ? "any (reported)" : "clean", observed: leftover,
@@ -389,6 +426,8 @@ extension ScenarioExecution {
         case let .removeDevice(device):
             let e = try element(for: device)
             e.detach()
+        case .mdevType:
+            break   // the device plan gave the destination the other type; DEST_XML names that mdev
         }
         return doc.xmlString
     }

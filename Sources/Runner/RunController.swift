@@ -97,6 +97,7 @@ public final class HardwareLabProvider: LabProvider {
 public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     let lab: VirtualVFIOLab
     let kernelPackageVersion: String
+    let libvirtPackageVersion: String
     let keepUp: Bool
     /// Where L1's console and its daemons' logs are copied when the run ends.
     let artifactsDirectory: String?
@@ -105,9 +106,11 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
     private var consoleOffset: UInt64 = 0
 
     public init(lab: VirtualVFIOLab = VirtualVFIOLab(), kernelPackageVersion: String = VirtualHostKernelBuilder.defaultPackageVersion,
+                libvirtPackageVersion: String = VirtualHostLibvirtBuilder.defaultPackageVersion,
                 keepUp: Bool = false, artifactsDirectory: String? = nil) {
         self.lab = lab
         self.kernelPackageVersion = kernelPackageVersion
+        self.libvirtPackageVersion = libvirtPackageVersion
         self.keepUp = keepUp
         self.artifactsDirectory = artifactsDirectory
     }
@@ -116,7 +119,7 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
 
     public func prepare() async throws -> LabEnvironment {
         broughtUp = !(await lab.isUp())
-        let path = try await lab.up(kernel: kernelPackageVersion)
+        let path = try await lab.up(kernel: kernelPackageVersion, libvirt: libvirtPackageVersion)
         consoleOffset = lab.consoleSize()
         return try await HardwareLab(file: try LabFile.load(path: path)).environment(actions: lab.hostActions())
     }

@@ -56,6 +56,9 @@ final class ScenarioExecution: @unchecked Sendable {
     /// How many times serial devices' scratch registers were given fresh values (one per
     /// snapshot before a migration), so each migration carries values it has not seen before.
     var scratchGeneration = 0
+    /// Each guest device's PCI address in the guest by its selector, from its latest snapshot
+    /// (a fault during a migration uses it: the guest is too slow then for a lookup first).
+    var guestAddresses: [String: String] = [:]
     /// Whether any step verifies devices (only then are snapshots taken).
     lazy var checksDevices: Bool = scenario.flattenedSteps.contains { if case let .verify(v) = $0.action { v.devices } else { false } }
     var stepIndex = 0

@@ -60,6 +60,10 @@ public struct Fault: Sendable, Equatable, Codable {
         case guestFLR(device: String, mode: FLRMode, loop: Bool)
         /// Driver unbind and bind inside the guest (a virtio device reset).
         case guestDeviceReset(device: String, loop: Bool)
+        /// The guest writes other values into a serial device's scratch registers after the
+        /// runner's snapshot: the negative control of the scratch-register check, which must
+        /// then fail (the device state that arrives is not the one the snapshot holds).
+        case guestScratchWrite(device: String)
         /// virDomainAbortJob on the source (or the destination, where libvirt allows it).
         case abort(side: MigrationSide)
         /// SIGKILL to the QEMU of the guest on one side.
@@ -117,6 +121,7 @@ public struct Fault: Sendable, Equatable, Codable {
         switch action {
         case .guestFLR: "guest-flr"
         case .guestDeviceReset: "guest-device-reset"
+        case .guestScratchWrite: "guest-scratch-write"
         case .abort: "abort"
         case .killQEMU: "kill-qemu"
         case .killLibvirtd: "kill-libvirtd"
@@ -142,4 +147,7 @@ public enum StreamCorruption: String, Sendable, Equatable, Codable, CaseIterable
 public enum DestinationChange: Sendable, Equatable, Codable {
     case changeModel(device: String, model: GuestDevice.Model)
     case removeDevice(String)
+    /// The destination gives passthrough device `device` an mdev of another type than the
+    /// source's (e.g. mtty-1 for mtty-2): the device state cannot fit, the destination must refuse it.
+    case mdevType(device: String, type: String)
 }

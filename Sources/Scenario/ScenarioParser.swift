@@ -110,7 +110,9 @@ struct NodeReader: YAMLNodeReading {
         deviceModels = Dictionary(guest.devices.map { ($0.name, $0.model) }, uniquingKeysWith: { a, _ in a })
         passthroughKinds = Dictionary(guest.passthrough.map { ($0.name, $0.kind) }, uniquingKeysWith: { a, _ in a })
         passthroughCount = Dictionary(guest.passthrough.map { ($0.name, $0.count) }, uniquingKeysWith: { a, _ in a })
+        passthroughByName = Dictionary(guest.passthrough.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         if let s = m["steps"] { steps = stepList(s, context: "`steps`") }
+        checkMdevTypeChanges(steps)
         var expect = Expectations()
         if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s",
                                                                              "destination_after_failure"]) {
@@ -158,7 +160,7 @@ struct NodeReader: YAMLNodeReading {
     }
 
     static let stepKinds = ["boot", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset", "host-flr", "host-device-reset"]
-    static let faultKinds = ["guest-flr", "guest-device-reset", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime",
+    static let faultKinds = ["guest-flr", "guest-device-reset", "guest-scratch-write", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime",
                              "host-flr", "host-device-reset"]
 
     mutating func step(_ node: Node) -> Step? {
@@ -193,7 +195,7 @@ struct NodeReader: YAMLNodeReading {
                 mig.corruptStream = cm["mode"].flatMap { choice($0, key: "mode", as: StreamCorruption.self) }
                 if let e = cm["every_mib"], let n = int(e, key: "every_mib", range: 1...100_000) { mig.corruptEveryMiB = n }
             }
-            if let d = m["destination"], let dm = mapping(d, context: "`destination`", allowed: ["change_model", "remove_device"]) {
+            if let d = m["destination"], let dm = mapping(d, context: "`destination`", allowed: ["change_model", "remove_device", "mdev_type"]) {
                 if let cm = dm["change_model"], let c = mapping(cm, context: "`change_model`", allowed: ["device", "model"], required: ["device", "model"]),
                    let dev = c["device"].flatMap({ device($0, key: "device") }),
                    let model = c["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) {
@@ -208,7 +210,19 @@ struct NodeReader: YAMLNodeReading {
                         error(r, "`remove_device` removes a NIC from the destination's definition; `\(dev)` is a \(deviceModels[dev]?.rawValue ?? "?")")
                     }
                 }
-                if dm.isEmpty { error(d, "`destination` names a change: `change_model: {device, model}` or `remove_device: NAME`") }
+                if let cm = dm["mdev_type"], let c = mapping(cm, context: "`mdev_type`", allowed: ["device", "type"], required: ["device", "type"]),
+                   let dev = c["device"].flatMap({ string($0, key: "device") }), let type = c["type"].flatMap({ string($0, key: "type") }) {
+                    if let r = passthroughByName[dev], r.kind == .mdev {
+                        if r.mdevType == type {
+                            error(cm, "`mdev_type` gives the destination another mdev type than the source's; `\(dev)` already is \(type)")
+                        } else {
+                            mig.destinationChange = .mdevType(device: dev, type: type)
+                        }
+                    } else {
+                        error(cm, "`mdev_type` names a passthrough device of kind mdev; the guest's are \(passthroughByName.filter { $0.value.kind == .mdev }.keys.sorted().map { "`\($0)`" }.joined(separator: ", "))")
+                    }
+                }
+                if dm.isEmpty { error(d, "`destination` names a change: `change_model: {device, model}`, `remove_device: NAME` or `mdev_type: {device, type}`") }
             }
             if let f = from, let t = to, f == t { error(v, "`migrate` needs two different hosts; from and to are both `\(f)`") }
             guard from != nil, to != nil else { return nil }
@@ -305,6 +319,27 @@ struct NodeReader: YAMLNodeReading {
 
     /// Device names the steps may use (set from `guest.devices` before the steps are read).
     var deviceModels: [String: GuestDevice.Model] = [:]
+
+    /// A host holds one mdev per passthrough device for the whole scenario, so a host that gets
+    /// another mdev type (`destination: {mdev_type}`) is that migration's destination only: the
+    /// guest boots elsewhere and no other migration goes there.
+    mutating func checkMdevTypeChanges(_ steps: [Step]) {
+        var arrivals: [String: Int] = [:]   // host -> boots and migrations that bring the guest there
+        for s in steps {
+            switch s.action {
+            case let .boot(b): arrivals[b.host, default: 0] += 1
+            case let .migrate(m): arrivals[m.to, default: 0] += 1
+            default: break
+            }
+        }
+        for s in steps {
+            guard case let .migrate(m) = s.action, case let .mdevType(device, type)? = m.destinationChange,
+                  arrivals[m.to, default: 0] > 1 else { continue }
+            diagnostics.append(Diagnostic(location: s.location ?? SourceLocation(file: file, line: 0, column: 0),
+                                          message: "`mdev_type` makes `\(device)` a \(type) on host `\(m.to)` for the whole scenario, so the guest may come to `\(m.to)` by this migration only; use a host no other step boots on or migrates to"))
+        }
+    }
+    var passthroughByName: [String: PassthroughRequirement] = [:]
     /// Passthrough requirements by name (set from `guest.passthrough` before the steps are read).
     var passthroughKinds: [String: PassthroughRequirement.Kind] = [:]
     /// How many functions each passthrough requirement has.
@@ -419,6 +454,7 @@ struct NodeReader: YAMLNodeReading {
         switch kind {
         case "guest-flr": allowed += ["device", "mode", "loop"]
         case "guest-device-reset": allowed += ["device", "loop"]
+        case "guest-scratch-write": allowed += ["device"]
         case "abort", "kill-qemu", "kill-libvirtd": allowed += ["side"]
         case "network-partition": allowed += ["mode", "duration_ms"]
         case "host-flr", "host-device-reset": allowed += ["device", "side"]
@@ -444,6 +480,12 @@ struct NodeReader: YAMLNodeReading {
                 return nil
             }
             action = .guestDeviceReset(device: dev, loop: loop)
+        case "guest-scratch-write":
+            guard let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else {
+                if m["device"] == nil { error(v, "`guest-scratch-write` needs `device`, a serial device of the guest") }
+                return nil
+            }
+            action = .guestScratchWrite(device: dev)
         case "abort": action = .abort(side: side ?? .source)
         case "kill-qemu": action = .killQEMU(side: side ?? .destination)
         case "kill-libvirtd": action = .killLibvirtd(side: side ?? .destination)

@@ -74,3 +74,40 @@ extension PCIAddress: Codable {
         try container.encode(description)
     }
 }
+
+/// What names a VFIO device: a PCI function by its address, or a mediated device (mdev) by its
+/// UUID, as sysfs writes them (`/sys/bus/pci/devices/0000:3b:00.2`,
+/// `/sys/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001`). A group hands out either by
+/// that same name (VFIO_GROUP_GET_DEVICE_FD).
+public enum VFIODeviceName: Hashable, Sendable, CustomStringConvertible, LosslessStringConvertible {
+    case pci(PCIAddress)
+    /// The UUID in lower case.
+    case mdev(String)
+
+    /// A PCI address (`0000:3b:00.1`, `3b:00.1`) or an mdev UUID (8-4-4-4-12 hex digits). The
+    /// text becomes part of sysfs paths, so nothing else gets through.
+    public init?(_ text: String) {
+        if let a = PCIAddress(text) {
+            self = .pci(a)
+            return
+        }
+        let groups = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard groups.map(\.count) == [8, 4, 4, 4, 12], groups.allSatisfy({ $0.allSatisfy(\.isHexDigit) }) else { return nil }
+        self = .mdev(text.lowercased())
+    }
+
+    public var description: String {
+        switch self {
+        case let .pci(a): a.description
+        case let .mdev(uuid): uuid
+        }
+    }
+
+    /// The sysfs bus it is on.
+    public var bus: String {
+        switch self {
+        case .pci: "pci"
+        case .mdev: "mdev"
+        }
+    }
+}

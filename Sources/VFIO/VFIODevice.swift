@@ -11,14 +11,14 @@ import Darwin
 ///
 /// Not thread-safe: one user at a time, like the kernel's migration state mutex expects.
 public final class VFIODevice {
-    public let address: PCIAddress
+    public let name: VFIODeviceName
     public let route: VFIODeviceLocator.Route
     private let device: FileDescriptor
     /// The iommufd, or the group and container: the device fd must close before them.
     private let holders: [FileDescriptor]
 
-    private init(address: PCIAddress, route: VFIODeviceLocator.Route, device: FileDescriptor, holders: [FileDescriptor]) {
-        self.address = address
+    private init(name: VFIODeviceName, route: VFIODeviceLocator.Route, device: FileDescriptor, holders: [FileDescriptor]) {
+        self.name = name
         self.route = route
         self.device = device
         self.holders = holders
@@ -28,13 +28,18 @@ public final class VFIODevice {
         device.close()
     }
 
-    /// Opens the VFIO device of the PCI function at `address` (text as the user typed it).
-    public static func open(_ address: String, locator: VFIODeviceLocator = VFIODeviceLocator()) throws(VFIOOpenError) -> VFIODevice {
-        guard let parsed = PCIAddress(address) else { throw .invalidAddress(address) }
+    /// Opens the VFIO device of the PCI function at `text`, or of the mdev with that UUID (text
+    /// as the user typed it).
+    public static func open(_ text: String, locator: VFIODeviceLocator = VFIODeviceLocator()) throws(VFIOOpenError) -> VFIODevice {
+        guard let parsed = VFIODeviceName(text) else { throw .invalidAddress(text) }
         return try open(parsed, locator: locator)
     }
 
     public static func open(_ address: PCIAddress, locator: VFIODeviceLocator = VFIODeviceLocator()) throws(VFIOOpenError) -> VFIODevice {
+        try open(.pci(address), locator: locator)
+    }
+
+    public static func open(_ address: VFIODeviceName, locator: VFIODeviceLocator = VFIODeviceLocator()) throws(VFIOOpenError) -> VFIODevice {
         let route = try locator.route(to: address)
         do {
             switch route {
@@ -48,7 +53,7 @@ public final class VFIODevice {
                 try iommu.perform(&allocate)
                 var attach = VFIORequests.attachIOMMUFDPageTable(VFIORequests.decodeIOASID(allocate))
                 try device.perform(&attach)
-                return VFIODevice(address: address, route: route, device: device, holders: [iommu])
+                return VFIODevice(name: address, route: route, device: device, holders: [iommu])
             case .group(let groupPath, let containerPath):
                 let container = try FileDescriptor.open(containerPath)
                 var version = VFIORequests.apiVersion()
@@ -73,7 +78,7 @@ public final class VFIODevice {
                 var getDevice = VFIORequests.groupDeviceFD(address)
                 let fd = try group.perform(&getDevice)
                 let device = FileDescriptor.adopting(fd, path: "\(groupPath):\(address)")
-                return VFIODevice(address: address, route: route, device: device, holders: [group, container])
+                return VFIODevice(name: address, route: route, device: device, holders: [group, container])
             }
         } catch let error as VFIOOpenError {
             throw error
@@ -110,7 +115,7 @@ extension VFIODevice: MigrationDevice {
         try device.perform(&request)
         let fd = VFIORequests.decodeDataFD(request)
         guard fd >= 0 else { return nil }
-        return VFIODataStream(file: FileDescriptor.adopting(fd, path: "migration data fd of \(address)"))
+        return VFIODataStream(file: FileDescriptor.adopting(fd, path: "migration data fd of \(name)"))
     }
 
     public func stopCopySize() throws(VFIOError) -> UInt64 {

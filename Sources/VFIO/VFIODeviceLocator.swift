@@ -32,11 +32,18 @@ public struct VFIODeviceLocator: Sendable {
     }
 
     public func route(to address: PCIAddress) throws(VFIOOpenError) -> Route {
-        let device = "\(sysfsRoot)/bus/pci/devices/\(address)"
+        try route(to: .pci(address))
+    }
+
+    public func route(to address: VFIODeviceName) throws(VFIOOpenError) -> Route {
+        let device = "\(sysfsRoot)/bus/\(address.bus)/devices/\(address)"
         guard exists(device) else { throw .noSuchDevice(address) }
-        let driver = linkTarget("\(device)/driver").map(basename)
-        guard let driver, Self.isVFIODriver(driver) else {
-            throw .notBoundToVFIO(address, driver: driver, vfioPresent: vfioPresent)
+        // An mdev is a VFIO device by construction (its parent's driver serves it through VFIO).
+        if case .pci = address {
+            let driver = linkTarget("\(device)/driver").map(basename)
+            guard let driver, Self.isVFIODriver(driver) else {
+                throw .notBoundToVFIO(address, driver: driver, vfioPresent: vfioPresent)
+            }
         }
         if let cdev = entries("\(device)/vfio-dev").first(where: { $0.hasPrefix("vfio") }),
            exists("\(devRoot)/vfio/devices/\(cdev)"), exists("\(devRoot)/iommu") {
@@ -89,18 +96,21 @@ public struct VFIODeviceLocator: Sendable {
 /// Why a PCI function could not be opened through VFIO, each with what to do about it.
 public enum VFIOOpenError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidAddress(String)
-    case noSuchDevice(PCIAddress)
-    case notBoundToVFIO(PCIAddress, driver: String?, vfioPresent: Bool)
-    case noIOMMUGroup(PCIAddress)
-    case vfioUnavailable(PCIAddress, reason: String)
-    case groupNotViable(PCIAddress, group: String)
-    case system(PCIAddress, VFIOError)
+    case noSuchDevice(VFIODeviceName)
+    case notBoundToVFIO(VFIODeviceName, driver: String?, vfioPresent: Bool)
+    case noIOMMUGroup(VFIODeviceName)
+    case vfioUnavailable(VFIODeviceName, reason: String)
+    case groupNotViable(VFIODeviceName, group: String)
+    case system(VFIODeviceName, VFIOError)
 
     public var description: String {
         switch self {
         case .invalidAddress(let text):
-            return "'\(text)' is not a PCI address: expected DDDD:BB:DD.F, for example 0000:3b:00.1 (lspci -D lists them)"
+            return "'\(text)' is not a PCI address or an mdev UUID: expected DDDD:BB:DD.F, for example 0000:3b:00.1 (lspci -D lists them), or a UUID such as 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001 (mdevctl list shows the mdevs)"
         case .noSuchDevice(let address):
+            if case .mdev = address {
+                return "no mdev \(address) on this host (no /sys/bus/mdev/devices/\(address)); `mdevctl list` shows the mdevs, `mdevctl types` what can be created"
+            }
             return "no PCI device \(address) on this host (no /sys/bus/pci/devices/\(address)); lspci -D lists the devices"
         case .notBoundToVFIO(let address, let driver, let vfioPresent):
             let bound = driver.map { "is bound to \($0), not to a VFIO driver" } ?? "is not bound to any driver"

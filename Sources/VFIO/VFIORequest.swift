@@ -234,7 +234,7 @@ enum VFIORequests {
     }
 
     /// `char *` naming the device: its PCI address, NUL terminated.
-    static func groupDeviceFD(_ address: PCIAddress) -> VFIORequest {
+    static func groupDeviceFD(_ address: VFIODeviceName) -> VFIORequest {
         VFIORequest(name: "VFIO_GROUP_GET_DEVICE_FD", number: CVFIO_IOCTL_GROUP_GET_DEVICE_FD,
                     argument: .buffer(Array(address.description.utf8) + [0], pointers: []))
     }

@@ -37,11 +37,13 @@ struct LabCommand: AsyncParsableCommand {
         var vfio = false
         @Option(help: "With --vfio: the Debian kernel package version the virtual hosts boot (bookworm or bookworm-backports).")
         var kernel = VirtualHostKernelBuilder.defaultPackageVersion
+        @Option(help: "With --vfio: the Debian libvirt package version the virtual hosts run (`host`: this machine's own).")
+        var libvirt = VirtualHostLibvirtBuilder.defaultPackageVersion
         func run() async throws {
             bootstrapLogging(verbose: false)
             if vfio {
                 let lab = VirtualVFIOLab()
-                let file = try await lab.up(kernel: kernel)
+                let file = try await lab.up(kernel: kernel, libvirt: libvirt)
                 print("virtual VFIO hosts up; lab file: \(file)")
                 printStatus(await lab.status())
                 return

@@ -147,6 +147,22 @@ import FoundationXML
         #expect(Set(plan.lockNames(lab: labFile)).count == 6)   // the two fake machines lock separately
     }
 
+    /// `destination: {mdev_type}`: the destination host gets the other type for that device,
+    /// the source keeps the scenario's.
+    @Test func aMismatchedDestinationGetsTheOtherMdevType() throws {
+        let lab = try TwoNodeLab()
+        defer { lab.remove() }
+        let labFile = try LabFile.load(path: lab.labPath)
+        let s = try scenario("""
+        name: m
+        guest: {passthrough: [{name: tty, kind: mdev, type: mtty-2}]}
+        steps: [{boot: a}, {migrate: {from: a, to: b, destination: {mdev_type: {device: tty, type: mtty-1}}}}]
+        """)
+        let plan = try DevicePlanner(lab: labFile).plan(s, inventories: try inventories(labFile))
+        let types = ["a", "b"].map { h in plan.devices(on: h).compactMap { d -> String? in if case let .mdev(m) = d.resource { m.type } else { nil } } }
+        #expect(types == [["mtty-2"], ["mtty-1"]])
+    }
+
     @Test func anMdevTypeTheHostDoesNotOfferIsAnError() throws {
         let lab = try TwoNodeLab()
         defer { lab.remove() }

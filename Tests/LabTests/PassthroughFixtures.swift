@@ -149,6 +149,7 @@ struct TwoNodeLab {
               - {name: vfs, vfs_of: "0000:3b:00.0"}
             mdev_types:
               - {type: mtty-2, parent: mtty, instances: 2}
+              - {type: mtty-1, parent: mtty, instances: 1}
         """.write(toFile: labPath, atomically: true, encoding: .utf8)
     }
 

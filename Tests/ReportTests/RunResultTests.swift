@@ -122,3 +122,53 @@ enum XMLParserCheck {
         return true
     }
 }
+
+struct PhaseFiguresTests {
+    func sample(_ ms: UInt64, _ phase: MigrationPhase, ram: UInt64, vfio: UInt64?) -> MigrationStats {
+        var s = MigrationStats()
+        s.timeElapsedMs = ms
+        s.phase = phase
+        s.memoryProcessedBytes = ram
+        s.dataProcessedBytes = ram + (vfio ?? 0)
+        s.vfioDataBytes = vfio
+        return s
+    }
+
+    @Test func phasesSplitRAMAndDeviceBytes() {
+        let samples = [sample(100, .setup, ram: 0, vfio: nil), sample(900, .preCopy, ram: 1000, vfio: 24),
+                       sample(1500, .preCopy, ram: 5000, vfio: 24), sample(1600, .stopCopy, ram: 5100, vfio: 24)]
+        var final = MigrationStats()
+        final.setupTimeMs = 30
+        final.downtimeMs = 200
+        final.memoryProcessedBytes = 6000
+        final.vfioDataBytes = 120
+        let p = PhaseFigures.of(samples: samples, final: final, completed: true)
+        #expect(p.map(\.phase) == [.setup, .preCopy, .stopCopy])
+        #expect(p[0].milliseconds == 900)
+        #expect(p[1] == PhaseFigures(phase: .preCopy, milliseconds: 600, ramBytes: 5000, vfioBytes: 24))
+        #expect(p[2] == PhaseFigures(phase: .stopCopy, milliseconds: 200, ramBytes: 1000, vfioBytes: 96))
+    }
+
+    @Test func failedMigrationHasNoStopCopyAndUnknownVFIOStaysUnknown() {
+        let p = PhaseFigures.of(samples: [sample(500, .preCopy, ram: 10, vfio: nil)], final: MigrationStats(), completed: false)
+        #expect(p.map(\.phase) == [.setup, .preCopy])
+        #expect(p[1].vfioBytes == nil)
+        let q = PhaseFigures.of(samples: [], final: MigrationStats(), completed: true)
+        #expect(q == [PhaseFigures(phase: .stopCopy)])
+    }
+
+    @Test func phasesComeFromTheJournal() {
+        var e1 = JournalEvent(kind: .migrationProgress, scenario: "s")
+        e1.progress = sample(700, .preCopy, ram: 100, vfio: 24)
+        var final = MigrationStats()
+        final.memoryProcessedBytes = 300
+        final.vfioDataBytes = 96
+        var e2 = JournalEvent(kind: .migrationFinished, scenario: "s")
+        e2.migration = MigrationRecord(from: "a", to: "b", outcome: "completed", stats: final, wallSeconds: 1)
+        let r = RunResult(journal: [JournalEvent(kind: .runStarted), JournalEvent(kind: .scenarioStarted, scenario: "s"), e1, e2])
+        let phases = r.scenarios[0].migrations[0].phases
+        #expect(phases.last == PhaseFigures(phase: .stopCopy, ramBytes: 200, vfioBytes: 72))
+        #expect(r.text().contains("VFIO device 96 bytes"))
+        #expect(r.text().contains("stop_copy ? ms: RAM 200, VFIO 72 bytes"))
+    }
+}

@@ -59,4 +59,53 @@ import Testing
         #expect(e.count == 12)
         #expect(errors("    {name: x}").first?.contains("`passthrough` must be a list") == true)
     }
+
+    func scenario(_ steps: String) throws(ScenarioErrors) -> Scenario {
+        try ScenarioParser().parse("""
+        name: p
+        guest:
+          passthrough:
+            - {name: tty, kind: mdev, type: mtty-2}
+            - {name: nic, kind: vfio-pci, driver: mlx5_vfio_pci}
+        steps:
+        \(steps)
+        """, file: "p.yaml")
+    }
+
+    func scenarioErrors(_ steps: String) -> [String] {
+        do {
+            _ = try scenario(steps)
+            return []
+        } catch {
+            return error.diagnostics.map(\.description)
+        }
+    }
+
+    @Test func mismatchedMdevTypeOnTheDestination() throws {
+        let s = try scenario("""
+          - boot: a
+          - migrate: {from: a, to: b, destination: {mdev_type: {device: tty, type: mtty-1}}}
+        """)
+        guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migration"); return }
+        #expect(m.destinationChange == .mdevType(device: "tty", type: "mtty-1"))
+    }
+
+    @Test func mdevTypeMistakesAreNamed() {
+        #expect(scenarioErrors("""
+          - boot: a
+          - migrate: {from: a, to: b, destination: {mdev_type: {device: nic, type: mtty-1}}}
+        """).contains { $0.hasPrefix("p.yaml:8:") && $0.contains("names a passthrough device of kind mdev; the guest's are `tty`") })
+        #expect(scenarioErrors("""
+          - boot: a
+          - migrate: {from: a, to: b, destination: {mdev_type: {device: tty, type: mtty-2}}}
+        """).contains { $0.contains("`tty` already is mtty-2") })
+        // b holds the guest's tty as an mtty-1 for the whole scenario: no other arrival there.
+        let twice = scenarioErrors("""
+          - boot: a
+          - migrate: {from: a, to: b, destination: {mdev_type: {device: tty, type: mtty-1}}}
+          - migrate: {from: b, to: a}
+          - migrate: {from: a, to: b}
+        """)
+        #expect(twice.contains { $0.hasPrefix("p.yaml:8:") && $0.contains("may come to `b` by this migration only") }, "\(twice)")
+    }
 }

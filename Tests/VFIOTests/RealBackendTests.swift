@@ -61,15 +61,34 @@ struct RealBackendTests {
         try host.device("0000:00:01.0", driver: "piix4_smbus", group: 1)
         try host.device("0000:00:02.0")
         let address = try #require(PCIAddress("0000:00:01.0"))
-        #expect(throws: VFIOOpenError.notBoundToVFIO(address, driver: "piix4_smbus", vfioPresent: false)) { try host.locator.route(to: address) }
+        #expect(throws: VFIOOpenError.notBoundToVFIO(.pci(address), driver: "piix4_smbus", vfioPresent: false)) { try host.locator.route(to: address) }
         let unbound = try #require(PCIAddress("0000:00:02.0"))
-        #expect(throws: VFIOOpenError.notBoundToVFIO(unbound, driver: nil, vfioPresent: false)) { try host.locator.route(to: unbound) }
+        #expect(throws: VFIOOpenError.notBoundToVFIO(.pci(unbound), driver: nil, vfioPresent: false)) { try host.locator.route(to: unbound) }
         let missing = try #require(PCIAddress("0000:00:09.0"))
-        #expect(throws: VFIOOpenError.noSuchDevice(missing)) { try host.locator.route(to: missing) }
+        #expect(throws: VFIOOpenError.noSuchDevice(.pci(missing))) { try host.locator.route(to: missing) }
         #expect(throws: VFIOOpenError.invalidAddress("../x")) { try VFIODevice.open("../x", locator: host.locator) }
         // The messages say what to do.
-        let message = VFIOOpenError.notBoundToVFIO(address, driver: "piix4_smbus", vfioPresent: false).description
+        let message = VFIOOpenError.notBoundToVFIO(.pci(address), driver: "piix4_smbus", vfioPresent: false).description
         #expect(message.contains("driverctl set-override 0000:00:01.0 vfio-pci") && message.contains("modprobe vfio-pci"))
+    }
+
+    /// An mdev (the kernel's mtty, a vendor's vGPU) is found under the mdev bus by its UUID and
+    /// opened through its own IOMMU group; it has no vfio-pci driver to check.
+    @Test func findsAnMdevByItsUUID() throws {
+        let host = try FakeHost()
+        let uuid = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
+        let path = host.sysfs + "/bus/mdev/devices/" + uuid
+        try host.files.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try host.files.createSymbolicLink(atPath: path + "/iommu_group", withDestinationPath: "../../../kernel/iommu_groups/7")
+        try host.node("vfio/vfio")
+        try host.node("vfio/7")
+        let name = try #require(VFIODeviceName(uuid.uppercased()))
+        #expect(name == .mdev(uuid) && name.description == uuid)
+        #expect(try host.locator.route(to: name) == .group(group: host.dev + "/vfio/7", container: host.dev + "/vfio/vfio"))
+        let other = try #require(VFIODeviceName("00000000-0000-0000-0000-000000000001"))
+        #expect(throws: VFIOOpenError.noSuchDevice(other)) { try host.locator.route(to: other) }
+        #expect(VFIOOpenError.noSuchDevice(other).description.contains("mdevctl list"))
+        #expect(VFIODeviceName("83b8f4f2-509f-382f-3c1e") == nil && VFIODeviceName("../83b8f4f2-509f-382f-3c1e-e6bfe0fa1001") == nil)
     }
 
     @Test func prefersTheDeviceCdevAndFallsBackToTheGroup() throws {
@@ -77,7 +96,7 @@ struct RealBackendTests {
         try host.device("0000:3b:00.1", driver: "mlx5_vfio_pci", group: 42, cdev: "vfio3")
         let address = try #require(PCIAddress("0000:3b:00.1"))
         // No /dev/vfio yet.
-        #expect(throws: VFIOOpenError.vfioUnavailable(address, reason: "\(host.dev)/vfio/vfio does not exist")) { try host.locator.route(to: address) }
+        #expect(throws: VFIOOpenError.vfioUnavailable(.pci(address), reason: "\(host.dev)/vfio/vfio does not exist")) { try host.locator.route(to: address) }
         try host.node("vfio/vfio")
         try host.node("vfio/42")
         #expect(try host.locator.route(to: address) == .group(group: host.dev + "/vfio/42", container: host.dev + "/vfio/vfio"))

@@ -19,7 +19,7 @@ struct RequestEncodingTests {
         #expect(VFIORequests.setIOMMU(3).number == Self.vfioIoctl(2))
         #expect(VFIORequests.groupStatus().number == Self.vfioIoctl(3))
         #expect(VFIORequests.setContainer(5).number == Self.vfioIoctl(4))
-        #expect(VFIORequests.groupDeviceFD(PCIAddress("0000:3b:00.1")!).number == Self.vfioIoctl(6))
+        #expect(VFIORequests.groupDeviceFD(.pci(PCIAddress("0000:3b:00.1")!)).number == Self.vfioIoctl(6))
         #expect(VFIORequests.reset().number == Self.vfioIoctl(11))
         #expect(VFIORequests.migrationFlags().number == Self.vfioIoctl(17))
         #expect(VFIORequests.bindIOMMUFD(3).number == Self.vfioIoctl(18))
@@ -140,6 +140,9 @@ struct RequestEncodingTests {
         #expect(VFIORequests.checkExtension(CVFIO_TYPE1v2_IOMMU).argument == .value(3))
         #expect(VFIORequests.setIOMMU(CVFIO_TYPE1v2_IOMMU).argument == .value(3))
         #expect(VFIORequests.apiVersion().argument == .none)
-        #expect(VFIORequests.groupDeviceFD(PCIAddress("3b:00.1")!).bytes == Array("0000:3b:00.1".utf8) + [0])
+        #expect(VFIORequests.groupDeviceFD(.pci(PCIAddress("3b:00.1")!)).bytes == Array("0000:3b:00.1".utf8) + [0])
+        // An mdev is asked for by its UUID, in lower case as sysfs writes it.
+        #expect(VFIORequests.groupDeviceFD(VFIODeviceName("83B8F4F2-509F-382F-3C1E-E6BFE0FA1001")!).bytes
+                == Array("83b8f4f2-509f-382f-3c1e-e6bfe0fa1001".utf8) + [0])
     }
 }
