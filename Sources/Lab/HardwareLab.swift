@@ -19,7 +19,9 @@ public struct HardwareLab: Sendable {
 
     /// Connects to every host of the lab file; `actions` are the host-side fault actions the
     /// lab offers, by host name (none for plain lab-file hosts).
-    public func environment(actions: [String: any HostActions] = [:]) async throws -> HardwareLabEnvironment {
+    /// `trouble` tells the runner when a host's kernel broke (the virtual VFIO hosts scan L1's console).
+    public func environment(actions: [String: any HostActions] = [:],
+                            trouble: (@Sendable () -> [String])? = nil) async throws -> HardwareLabEnvironment {
         var hosts: [String: LabHost] = [:]
         var parts: [String] = []
         for h in file.hosts {
@@ -37,7 +39,8 @@ public struct HardwareLab: Sendable {
                                     accelerator: h.accelerator, emulator: h.emulator,
                                     imagePoolDirectory: h.imageDirectory)
         }
-        return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file)
+        return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file,
+                                      trouble: trouble)
     }
 }
 
@@ -46,6 +49,8 @@ public struct HardwareLabEnvironment: LabEnvironment {
     public let summary: String
     public var sharedScratchDirectory: String? { nil }
     public let labFile: LabFile?
+    let trouble: (@Sendable () -> [String])?
+    public func hostTrouble() -> [String] { trouble?() ?? [] }
 }
 
 /// Puts the guest image where a host's QEMU can read it.

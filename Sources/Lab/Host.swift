@@ -105,4 +105,12 @@ public protocol LabEnvironment: Sendable {
     var sharedScratchDirectory: String? { get }
     /// The lab file of a hardware lab (device pools, locks); nil for the built-in lab.
     var labFile: LabFile? { get }
+    /// Signs that a host's kernel broke since the run began (an oops on a virtual host's
+    /// console); empty when healthy or when the lab cannot see its hosts' kernels. Cheap: the
+    /// runner asks while it waits for libvirt.
+    func hostTrouble() -> [String]
+}
+
+extension LabEnvironment {
+    public func hostTrouble() -> [String] { [] }
 }

@@ -215,7 +215,8 @@ public struct VirtualVFIOLab: Sendable {
         defer { try? handle.close() }
         try? handle.seek(toOffset: offset)
         let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
-        let line = text.split(separator: "\n").first { l in Self.kernelTroubleMarkers.contains { l.contains($0) } }
+        // The serial console ends lines with CR LF, one Character in Swift: split on either.
+        let line = text.split(whereSeparator: \.isNewline).first { l in Self.kernelTroubleMarkers.contains { l.contains($0) } }
         return line.map { [$0.trimmingCharacters(in: .whitespacesAndNewlines)] } ?? []
     }
 
@@ -268,11 +269,22 @@ public struct VirtualVFIOLab: Sendable {
             ("L1_MTTY", kernel.mttyModule),
             ("L1_HOSTS", Self.hostSpecs.map(\.name).joined(separator: " ")),
             ("L1_STATE", Self.stateDirectoryInL1),
-            ("L1_MIGLAB", try Command.miglabExecutable()),
+            ("L1_MIGLAB", try stageMiglab(as: "miglab")),
             ("L1_LIBVIRT_ROOT", libvirt?.root ?? ""),
         ]
         try env.map { "\($0.0)=\(Command.shellQuoted($0.1))" }.joined(separator: "\n").appending("\n")
             .write(toFile: "\(machineDirectory)/l1.env", atomically: true, encoding: .utf8)
+    }
+
+    /// A copy of this miglab executable in L1's folder, for L1 to run. L1 sees this machine's
+    /// root through a 9p mount with `cache=loose`, which keeps pages of a file that changed
+    /// after L1 read it: a miglab rebuilt while L1 runs crashed there (a torn binary). The lab
+    /// folder is mounted uncached, and each copy is a new file.
+    func stageMiglab(as name: String) throws -> String {
+        let copy = "\(machineDirectory)/\(name)"
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: try Command.miglabExecutable(), toPath: copy)
+        return copy
     }
 
     /// Starts L1's QEMU in its own session (a Ctrl-C of the runner must not stop the lab).
@@ -371,14 +383,20 @@ public struct VirtualVFIOLab: Sendable {
 struct VirtualHostShell: Sendable {
     let requests: String
 
-    func run(_ script: String, timeout: Duration = .seconds(20)) throws -> CommandResult {
+    /// `giveUp`, asked about once a second, ends the wait early (L1's kernel crashed).
+    func run(_ script: String, timeout: Duration = .seconds(20), giveUp: (() -> String?)? = nil) throws -> CommandResult {
         let name = "\(requests)/\(UUID().uuidString.lowercased())"
         let fm = FileManager.default
         try script.write(toFile: name + ".tmp", atomically: false, encoding: .utf8)
         try fm.moveItem(atPath: name + ".tmp", toPath: name + ".sh")
         defer { for ext in [".sh", ".run", ".out", ".rc"] { try? fm.removeItem(atPath: name + ext) } }
         let deadline = ContinuousClock.now + timeout
+        var polls = 0
         while ContinuousClock.now < deadline {
+            polls += 1
+            if polls % 50 == 0, let why = giveUp?() {
+                throw CommandError(command: ["virtual host", script], status: -1, stderr: "given up: \(why)")
+            }
             if let rc = try? String(contentsOfFile: name + ".rc", encoding: .utf8) {
                 let out = (try? String(contentsOfFile: name + ".out", encoding: .utf8)) ?? ""
                 return CommandResult(status: Int32(rc.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1, stdout: out, stderr: out)

@@ -1,3 +1,4 @@
+import Synchronization
 import VFIO
 
 /// One conformance check: the rule it checks in one sentence, where the rule is written down,
@@ -45,20 +46,46 @@ struct CheckSkipped: Error {
 /// What a check may use: fresh devices from the target, and facts about it.
 public struct CheckContext: Sendable {
     public let target: QualificationTarget
+    /// Opens that found the device in another state than RUNNING, for `fsm.open-starts-running`.
+    let openings = OpeningLog()
 
     /// A freshly opened device (RUNNING, no session) with `capabilities`, or the target's own.
+    ///
+    /// A device that opens in another state (its driver kept what the last check left) is
+    /// returned to RUNNING with VFIO_DEVICE_RESET, the uAPI's way back, and logged: moving it
+    /// any other way can crash the host (mtty on Linux 6.12 dereferences its freed resume file
+    /// when it leaves RESUMING), and the checks after it would test leftovers.
     func open(_ capabilities: MigrationCapabilities? = nil) throws -> any MigrationDevice {
         let wanted = capabilities ?? target.capabilities
         guard target.capabilityCombinations.contains(wanted) else {
             throw CheckSkipped(reason: "the device offers \(target.capabilities), not \(wanted)")
         }
-        return try target.openDevice(wanted)
+        let device = try target.openDevice(wanted)
+        let state = try device.migrationState()
+        if state != .running {
+            try device.reset()
+            let after = try device.migrationState()
+            openings.record("\(openings.currentCheck): opened in \(state)" + (after == .running ? ", reset to RUNNING" : ", and VFIO_DEVICE_RESET left it in \(after)"))
+            try expect(after == .running, "the device opened in \(state) and VFIO_DEVICE_RESET left it in \(after), not RUNNING")
+        }
+        return device
     }
 
     var capabilities: MigrationCapabilities { target.capabilities }
 
     /// The states the target's device implements, ERROR aside.
     var supportedStates: [MigrationState] { MigrationState.allCases.filter(capabilities.supports) }
+}
+
+/// What the harness saw when it opened devices during a run.
+final class OpeningLog: Sendable {
+    private let state = Mutex<(check: String, entries: [String])>(("", []))
+    var currentCheck: String {
+        get { state.withLock { $0.check } }
+        set { state.withLock { $0.check = newValue } }
+    }
+    var entries: [String] { state.withLock { $0.entries } }
+    func record(_ entry: String) { state.withLock { $0.entries.append(entry) } }
 }
 
 /// What is qualified: how to open it, with which capability combinations, and a stream it must
@@ -90,14 +117,34 @@ public struct QualificationTarget: Sendable {
     /// The reference device, clean or with one seeded bug. Its foreign stream comes from the same
     /// device model at the next stream format version.
     public static func reference(bug: SeededBug? = nil) -> QualificationTarget {
-        QualificationTarget(
+        let open: @Sendable (MigrationCapabilities) throws -> any MigrationDevice
+        if bug == .stateSurvivesClose {
+            open = stateKeepingOpen()
+        } else {
+            open = { capabilities in ReferenceDevice(capabilities: capabilities, bug: bug) }
+        }
+        return QualificationTarget(
             name: "reference device" + (bug.map { " with seeded bug \($0)" } ?? ""),
             capabilities: [.stopCopy, .p2p, .preCopy], capabilityCombinations: MigrationCapabilities.definedCombinations,
             maxStreamBytes: 16 << 20,
-            openDevice: { capabilities in ReferenceDevice(capabilities: capabilities, bug: bug) },
+            openDevice: open,
             foreignStream: {
                 try saveStopCopyStream(of: ReferenceDevice(model: .nextFormatVersion), limit: 16 << 20)
             })
+    }
+
+    /// Opens reference devices that start in the state the previously opened one is in, as if
+    /// closing had kept it (mtty's close on Linux 6.12 keeps RESUMING, for one).
+    static func stateKeepingOpen() -> @Sendable (MigrationCapabilities) throws -> any MigrationDevice {
+        let last = Mutex<ReferenceDevice?>(nil)
+        return { capabilities in
+            last.withLock { previous in
+                let state = (try? previous?.migrationState()) ?? .running
+                let device = ReferenceDevice(capabilities: capabilities, bug: .stateSurvivesClose, initialState: state)
+                previous = device
+                return device
+            }
+        }
     }
 
     /// The VFIO device at a PCI address. Opens it once to learn its flags (and to fail early and

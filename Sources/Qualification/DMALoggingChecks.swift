@@ -57,7 +57,7 @@ enum DMALoggingChecks {
     ) { context in
         let device = try context.open()
         let pageSize = try start(device)
-        if refusal({ () throws(VFIOError) in try device.startDMALogging(pageSizeHint: 4096, ranges: [region]) }) == nil {
+        if try refusal({ () throws(VFIOError) in try device.startDMALogging(pageSizeHint: 4096, ranges: [region]) }) == nil {
             return .fail("the second DMA_LOGGING_START succeeded")
         }
         try device.stopDMALogging()
@@ -146,12 +146,12 @@ enum DMALoggingChecks {
         source: "\(uapi), VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP; drivers' log_stop return 0 when not logging (mlx5vf_stop_page_tracker)"
     ) { context in
         let device = try context.open()
-        if let error = refusal({ () throws(VFIOError) in try device.stopDMALogging() }) {
+        if let error = try refusal({ () throws(VFIOError) in try device.stopDMALogging() }) {
             return .fail("STOP before any START failed: \(error)")
         }
         try start(device)
         try device.stopDMALogging()
-        if let error = refusal({ () throws(VFIOError) in try device.stopDMALogging() }) {
+        if let error = try refusal({ () throws(VFIOError) in try device.stopDMALogging() }) {
             return .fail("a second STOP failed: \(error)")
         }
         return .pass("STOP succeeded before START and twice after it")
@@ -164,12 +164,12 @@ enum DMALoggingChecks {
     ) { context in
         let device = try context.open()
         var bitmap = DirtyBitmap(iova: region.iova, length: region.length, pageSize: 4096)
-        if refusal({ () throws(VFIOError) in try device.reportDMALog(into: &bitmap) }) == nil {
+        if try refusal({ () throws(VFIOError) in try device.reportDMALog(into: &bitmap) }) == nil {
             return .fail("REPORT without START succeeded")
         }
         try start(device)
         try device.stopDMALogging()
-        if refusal({ () throws(VFIOError) in try device.reportDMALog(into: &bitmap) }) == nil {
+        if try refusal({ () throws(VFIOError) in try device.reportDMALog(into: &bitmap) }) == nil {
             return .fail("REPORT after STOP succeeded")
         }
         return .pass("refused before START and after STOP")

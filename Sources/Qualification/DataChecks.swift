@@ -195,7 +195,7 @@ enum DataChecks {
             return .pass("initial_bytes \(start.initialBytes) read to 0; dirty_bytes not checked (device activity cannot be controlled)")
         }
         try expect(afterInitial.dirtyBytes == 0, "dirty_bytes is \(afterInitial.dirtyBytes) on an idle device")
-        let temporaryEnd = refusal { () throws(VFIOError) in try stream.read(upTo: 4096) }
+        let temporaryEnd = try refusal { () throws(VFIOError) in try stream.read(upTo: 4096) }
         try expect(temporaryEnd?.errorNumber == ENOMSG,
                    "read() with nothing to send " + (temporaryEnd.map { "failed with \($0.errorName), not ENOMSG" } ?? "returned data or end of stream, not ENOMSG"))
         try exerciser.advanceInternalState(seed: 7)
@@ -213,17 +213,20 @@ enum DataChecks {
         source: "\(uapi), VFIO_MIG_GET_PRECOPY_INFO comment: 'This ioctl is valid only in PRE_COPY states and kernel driver should return -EINVAL from any other migration state'"
     ) { context in
         guard context.capabilities.supports(.preCopy) else { return .skip("the device offers no PRE_COPY (\(context.capabilities))") }
-        let device = try context.open()
-        let stream = try openSession(device, in: .preCopy)
-        _ = try stream.precopyInfo()
-        try move(device, to: .stopCopy)
-        if refusal({ () throws(VFIOError) in try stream.precopyInfo() }) == nil {
-            return .fail("VFIO_MIG_GET_PRECOPY_INFO answered in STOP_COPY (the session continued from PRE_COPY)")
+        // One device open at a time: a real device is one device (its group opens once).
+        do {
+            let device = try context.open()
+            let stream = try openSession(device, in: .preCopy)
+            _ = try stream.precopyInfo()
+            try move(device, to: .stopCopy)
+            if try refusal({ () throws(VFIOError) in try stream.precopyInfo() }) == nil {
+                return .fail("VFIO_MIG_GET_PRECOPY_INFO answered in STOP_COPY (the session continued from PRE_COPY)")
+            }
         }
         let stopCopyDevice = try context.open()
         try move(stopCopyDevice, to: .stop)
         let stopCopyStream = try openSession(stopCopyDevice, in: .stopCopy)
-        if refusal({ () throws(VFIOError) in try stopCopyStream.precopyInfo() }) == nil {
+        if try refusal({ () throws(VFIOError) in try stopCopyStream.precopyInfo() }) == nil {
             return .fail("VFIO_MIG_GET_PRECOPY_INFO answered on a STOP_COPY session started from STOP")
         }
         return .pass("refused in STOP_COPY on both a continued and a fresh session")

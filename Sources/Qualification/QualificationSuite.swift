@@ -4,6 +4,8 @@ import VFIO
 public enum QualificationSuite {
     public static let checks: [Check] =
         StateMachineChecks.all + DataChecks.all + DMALoggingChecks.all + VirtioChecks.all
+        // Last: it also reports every open of the run that did not find RUNNING.
+        + [StateMachineChecks.openStartsRunning]
 
     /// The checks each seeded bug of the reference device must fail, and no others. The tests
     /// hold the suite to this table for every bug; `miglab qualify --list-bugs` prints it.
@@ -20,6 +22,7 @@ public enum QualificationSuite {
             "fsm.error-not-requestable",
         ],
         .resetNotRunning: ["fsm.error-exit-only-by-reset", "fsm.reset-returns-running"],
+        .stateSurvivesClose: ["fsm.open-starts-running"],
         .resetKeepsSession: ["data.reset-ends-session"],
         .dataReadableInStop: ["data.leaving-saving-ends-session"],
         .resumeAcceptsCorrupted: ["data.resume-corrupted"],
@@ -89,6 +92,7 @@ public enum QualificationRunner {
         let started = clock.now
         let context = CheckContext(target: target)
         let results = checks.map { check in
+            context.openings.currentCheck = check.id
             let outcome: CheckOutcome
             do {
                 outcome = try check.body(context)

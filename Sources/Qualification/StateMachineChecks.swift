@@ -41,6 +41,7 @@ enum StateMachineChecks {
             var requests = 0
             var refusals = 0
             var pathsCompared = 0
+            var notSent: [String] = []
             var unreachable: Set<MigrationState> = []
             // Requests out of RESUMING need a whole stream written first: leaving RESUMING
             // validates it.
@@ -61,6 +62,8 @@ enum StateMachineChecks {
                     let after = try device.migrationState()
                     let request = "\(from) -> \(to)"
                     switch (expected, outcome) {
+                    case (_, .failure(let error)) where error.wasNotSent:
+                        notSent.append(request)
                     case (nil, .failure):
                         refusals += 1
                         if after != from { failures.append("\(request) refused but left the device in \(after)") }
@@ -87,6 +90,9 @@ enum StateMachineChecks {
             guard failures.isEmpty else { return .fail("\(failures.count) of \(requests) requests wrong: \(summarize(failures))") }
             var detail = "\(requests) requests as the kernel's table says, \(refusals) of them refused"
             if pathsCompared > 0 { detail += "; arcs compared on \(pathsCompared) paths" }
+            if !notSent.isEmpty {
+                detail += "; not sent: \(notSent.joined(separator: ", ")) (the kernel would not return; fsm.stop-copy-to-pre-copy-refused says why)"
+            }
             if !unreachable.isEmpty {
                 detail += "; not tested from \(unreachable.map(\.description).sorted().joined(separator: ", ")) (a failed resume did not lead there)"
             }
@@ -102,7 +108,7 @@ enum StateMachineChecks {
         for state in context.supportedStates {
             let device = try context.open()
             let session = try reach(state, on: device)
-            if refusal({ () throws(VFIOError) in try device.setMigrationState(.error) }) == nil {
+            if try refusal({ () throws(VFIOError) in try device.setMigrationState(.error) }) == nil {
                 return .fail("\(state) -> ERROR was accepted (device now in \(try device.migrationState()))")
             }
             let after = try device.migrationState()
@@ -122,7 +128,7 @@ enum StateMachineChecks {
         for target in targets {
             let device = try context.open()
             let stream = try reach(.stopCopy, on: device)
-            if refusal({ () throws(VFIOError) in try device.setMigrationState(target) }) == nil {
+            if try refusal({ () throws(VFIOError) in try device.setMigrationState(target) }) == nil {
                 return .fail("STOP_COPY -> \(target) was accepted (device now in \(try device.migrationState()))")
             }
             let after = try device.migrationState()
@@ -142,7 +148,7 @@ enum StateMachineChecks {
             return .skip("a failed RESUMING -> STOP left the device in \(try device.migrationState()), not ERROR; ERROR cannot be reached to test")
         }
         for state in context.supportedStates {
-            if refusal({ () throws(VFIOError) in try device.setMigrationState(state) }) == nil {
+            if try refusal({ () throws(VFIOError) in try device.setMigrationState(state) }) == nil {
                 return .fail("ERROR -> \(state) was accepted (device now in \(try device.migrationState()))")
             }
             let after = try device.migrationState()
@@ -170,5 +176,34 @@ enum StateMachineChecks {
             withExtendedLifetime(session) {}
         }
         return .pass("RUNNING after a reset in \(tested.joined(separator: ", "))")
+    }
+
+    static let openStartsRunning = Check(
+        id: "fsm.open-starts-running",
+        rule: "A device opened after its last user closed it in the middle of a migration starts in RUNNING.",
+        source: "drivers/vfio/pci/mlx5/main.c mlx5vf_pci_open_device ('mvdev->mig_state = VFIO_DEVICE_STATE_RUNNING'), hisi_acc_vfio_pci.c hisi_acc_vfio_pci_open_device, pds/vfio_dev.c pds_vfio_open_device (Linux 6.12); QEMU opens a device and expects RUNNING"
+    ) { context in
+        // A failed incoming migration: RESUMING, a stream the device refuses, then the user
+        // (QEMU) goes away.
+        do {
+            let device = try context.open()
+            try move(device, to: .stop)
+            let stream = try openSession(device, in: .resuming)
+            let foreign = try context.target.foreignStream()
+            _ = try refusal { () throws(VFIOError) in try stream.write(foreign) }
+            withExtendedLifetime(stream) {}
+        }
+        // The next user opens it and only looks: leaving a kept RESUMING is what crashes mtty.
+        let again = try context.target.openDevice(context.capabilities)
+        let state = try again.migrationState()
+        if state != .running {
+            try again.reset()
+            return .fail("reopened after a closed, refused resume the device is in \(state), not RUNNING: its close kept the migration state but not the data session, so the next user's first state change leaves \(state) with no session (mtty, samples/vfio-mdev/mtty.c mtty_close; RESUMING -> STOP then runs mtty_load_state on the freed resume file, a NULL pointer dereference). VFIO_DEVICE_RESET returned it to RUNNING")
+        }
+        let earlier = context.openings.entries
+        guard earlier.isEmpty else {
+            return .fail("\(earlier.count) opens during the run found the device not in RUNNING: \(earlier.prefix(4).joined(separator: "; "))")
+        }
+        return .pass("reopened in RUNNING after a closed, refused resume; every open of the run found RUNNING")
     }
 }

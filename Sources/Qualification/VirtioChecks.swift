@@ -91,12 +91,12 @@ enum VirtioChecks {
         let bytes = DeviceContextCodec.encode(try ownContext(member))
         for mode in [VirtioMigrationMode.active, .stop] {
             try setMode(member, mode)
-            if refusal({ () throws(VFIOError) in try member.writeDeviceContext(bytes) }) == nil {
+            if try refusal({ () throws(VFIOError) in try member.writeDeviceContext(bytes) }) == nil {
                 return .fail("DEV_CTX_WRITE succeeded in \(mode) mode")
             }
         }
         try setMode(member, .freeze)
-        if let error = refusal({ () throws(VFIOError) in try member.writeDeviceContext(bytes) }) {
+        if let error = try refusal({ () throws(VFIOError) in try member.writeDeviceContext(bytes) }) {
             return .fail("DEV_CTX_WRITE of the device's own context failed in Freeze: \(error)")
         }
         try setMode(member, .active)
@@ -131,7 +131,7 @@ enum VirtioChecks {
         var refused: [String] = []
         for (name, bad) in cases {
             try member.discardDeviceContext()
-            if refusal({ () throws(VFIOError) in try member.writeDeviceContext(DeviceContextCodec.encode(bad)) }) == nil {
+            if try refusal({ () throws(VFIOError) in try member.writeDeviceContext(DeviceContextCodec.encode(bad)) }) == nil {
                 return .fail("DEV_CTX_WRITE accepted a context with \(name)")
             }
             refused.append(name)
@@ -151,7 +151,7 @@ enum VirtioChecks {
         try setMode(member, .stop)
         try setMode(member, .stop)
         for undefined: UInt8 in [3, 0xFF] {
-            if refusal({ () throws(VFIOError) in try member.setDeviceMode(undefined) }) == nil {
+            if try refusal({ () throws(VFIOError) in try member.setDeviceMode(undefined) }) == nil {
                 return .fail("DEV_MODE_SET to undefined mode \(undefined) succeeded")
             }
             let mode = try member.deviceMode()
@@ -170,7 +170,7 @@ enum VirtioChecks {
         try setMode(reader, .stop)
         let part = try reader.readDeviceContext(maxLength: 20)
         try expect(part.count == 20, "the context is shorter than 20 bytes")
-        if refusal({ () throws(VFIOError) in try reader.setDeviceMode(VirtioMigrationMode.active.rawValue) }) == nil {
+        if try refusal({ () throws(VFIOError) in try reader.setDeviceMode(VirtioMigrationMode.active.rawValue) }) == nil {
             return .fail("Stop -> Active succeeded while the context was partly read")
         }
         try expect(try reader.deviceMode() == .stop, "the refused mode change moved the member")
@@ -182,7 +182,7 @@ enum VirtioChecks {
         try setMode(writer, .freeze)
         try writer.writeDeviceContext(Array(bytes.prefix(20)))
         for mode in [VirtioMigrationMode.active, .stop] {
-            if refusal({ () throws(VFIOError) in try writer.setDeviceMode(mode.rawValue) }) == nil {
+            if try refusal({ () throws(VFIOError) in try writer.setDeviceMode(mode.rawValue) }) == nil {
                 return .fail("Freeze -> \(mode) succeeded while the context was partly written")
             }
         }
@@ -330,12 +330,12 @@ enum VirtioChecks {
         source: "\(commands): 'The device MUST fail VIRTIO_ADMIN_CMD_DEV_WRITE_RECORDS_READ command if the write recording is not started by the driver'"
     ) { context in
         let member = try member(of: try context.open())
-        if refusal({ () throws(VFIOError) in try member.readWriteRecords(pageAddress: recordsBase, length: 1 << 20) }) == nil {
+        if try refusal({ () throws(VFIOError) in try member.readWriteRecords(pageAddress: recordsBase, length: 1 << 20) }) == nil {
             return .fail("reading records without START succeeded")
         }
         _ = try startRecording(member)
         try member.stopWriteRecording()
-        if refusal({ () throws(VFIOError) in try member.readWriteRecords(pageAddress: recordsBase, length: 1 << 20) }) == nil {
+        if try refusal({ () throws(VFIOError) in try member.readWriteRecords(pageAddress: recordsBase, length: 1 << 20) }) == nil {
             return .fail("reading records after STOP succeeded")
         }
         return .pass("refused before START and after STOP")
@@ -347,12 +347,12 @@ enum VirtioChecks {
         source: "\(commands): 'The device MUST complete VIRTIO_ADMIN_CMD_DEV_WRITE_RECORDS_STOP command successfully, even if the write recording is not started by the driver or write recording is already stopped previously'"
     ) { context in
         let member = try member(of: try context.open())
-        if let error = refusal({ () throws(VFIOError) in try member.stopWriteRecording() }) {
+        if let error = try refusal({ () throws(VFIOError) in try member.stopWriteRecording() }) {
             return .fail("STOP before START failed: \(error)")
         }
         _ = try startRecording(member)
         try member.stopWriteRecording()
-        if let error = refusal({ () throws(VFIOError) in try member.stopWriteRecording() }) {
+        if let error = try refusal({ () throws(VFIOError) in try member.stopWriteRecording() }) {
             return .fail("a second STOP failed: \(error)")
         }
         return .pass("STOP succeeded before START and twice after it")

@@ -311,11 +311,14 @@ public enum RunnerError: Error, CustomStringConvertible, Sendable {
     case io(String)
     case step(String)
     case timeout(String)
+    /// A host's kernel broke (its console says so): nothing on that host can be waited for.
+    case hostCrashed(String)
 
     public var description: String {
         switch self {
         case let .io(s), let .step(s): return s
         case let .timeout(s): return "timed out: \(s)"
+        case let .hostCrashed(s): return "a host's kernel crashed: \(s)"
         }
     }
 }

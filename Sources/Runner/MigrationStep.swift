@@ -91,11 +91,21 @@ extension ScenarioExecution {
         var firstFaultMs: Double?
         var lastJournaled = -1000.0
         var lastSourceStats: JobStats?
+        var lastSourceStatsAt: ContinuousClock.Instant?
+        var lastPreCopyVFIO: UInt64?
         // Poll the job: live line, journal (every 100 ms), triggers (every poll), deadline.
         // (Awaiting the job inside a task group would not do: a task group waits for all its
         // children, and awaiting another task's result ignores cancellation.)
         var abortedForCancel = false
+        var lastHealthCheck = ContinuousClock.now
+        var crashed = false
         while !done.isSet {
+            // A host whose kernel broke answers no libvirt call: look before asking (once a
+            // second; the lab reads the host's console), and stop waiting for the job.
+            if ContinuousClock.now - lastHealthCheck >= .seconds(1) {
+                lastHealthCheck = .now
+                if (try? checkHostHealth()) == nil { crashed = true; break }
+            }
             // Ctrl-C or SIGTERM: abort the job, then keep waiting for libvirt to end it.
             if Task.isCancelled && !abortedForCancel {
                 abortedForCancel = true
@@ -107,10 +117,12 @@ extension ScenarioExecution {
             let stats = try? dom.jobStats()
             if let s = stats, s.isActive {
                 lastSourceStats = s
+                lastSourceStatsAt = .now
                 if nowMs - lastJournaled >= 100 {
                     var e = event(.migrationProgress)
                     e.progress = MigrationStats(s)
                     e.progress?.phase = MigrationPhase.of(sourcePaused: dom.isPausedForMigration, stats: s)
+                    if e.progress?.phase == .preCopy { lastPreCopyVFIO = s.vfioDataTransferredBytes }
                     journal.record(e)
                     lastJournaled = nowMs
                 }
@@ -140,7 +152,21 @@ extension ScenarioExecution {
                 try? dom.abortJob()
             }
         }
+        if crashed {
+            progress.clear()
+            var record = MigrationRecord(from: m.from, to: m.to, outcome: "failed", stats: MigrationStats(),
+                                         wallSeconds: (ContinuousClock.now - t0).seconds)
+            record.errorMessage = "the host's kernel crashed during the migration: \(hostCrash ?? "")"
+            // Journaled, but not held to `expect.migrations`: the host-kernel expectation judges it.
+            migrationRecords.append(record)
+            var e = event(.migrationFinished)
+            e.migration = record
+            e.outcome = record.outcome
+            journal.record(e)
+            throw RunnerError.hostCrashed(hostCrash ?? "")
+        }
         let result = await job.result
+        let jobEnded = ContinuousClock.now
         let endMs = (ContinuousClock.now - t0).seconds * 1000
         let wall = endMs / 1000
         progress.clear()
@@ -155,10 +181,13 @@ extension ScenarioExecution {
             record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
                                      stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
             // The destination's copy lacks the device bytes and RAM sent (libvirt 11.3 keeps them
-            // on the source, whose job is gone now). The source's last sample has them final once
-            // QEMU had completed there, which its downtime figure shows; an earlier one would be
-            // a lower bound, so it is not used.
-            if let last = lastSourceStats, last.downtimeMs != nil {
+            // on the source, whose job is gone now). QEMU has completed well before libvirt ends
+            // the job (libvirt's finish and confirm phases: 0.6-0.8 s measured), so the source's
+            // last sample, taken while it was stopped (a downtime figure) and within 300 ms of the
+            // end, holds the final figures; an older one could be a lower bound and is not used.
+            precopyVFIOBytes.append(lastPreCopyVFIO)
+            if let last = lastSourceStats, last.downtimeMs != nil, let at = lastSourceStatsAt,
+               jobEnded - at <= .milliseconds(300) {
                 record.stats.vfioDataBytes = record.stats.vfioDataBytes ?? last.vfioDataTransferredBytes
                 record.stats.memoryProcessedBytes = record.stats.memoryProcessedBytes ?? last.memoryProcessedBytes
             }
@@ -370,7 +399,12 @@ extension ScenarioExecution {
         // another user: mtty (and a vendor driver may do the same) keeps it in RESUMING after
         // the close, and the next user that moves it crashes the host kernel (background.md
         // section 7). Removing and recreating it gives the device fresh state.
-        if let session = passthrough {
+        if let session = passthrough, m.reuseMdevsAfterFailure {
+            var e = event(.note)
+            e.message = "on purpose (reuse_mdevs_after_failure), the destination's mdevs on \(destination.name) are not recreated after the failed migration: the next user gets what the failed resume left"
+            journal.record(e)
+            _ = session
+        } else if let session = passthrough {
             do {
                 let recreated = try await session.recreateMdevs(on: destination.name)
                 if !recreated.isEmpty {

@@ -38,11 +38,21 @@ public protocol LabProvider: Sendable {
     /// What went wrong in the lab itself during the run (a host's kernel that crashed): such a
     /// run is not a pass, whatever its scenarios saw. Asked before `finish`.
     func problems() async -> [String]
+    /// Why this lab may not run a scenario that crashes a host on purpose (nil: it may; asked
+    /// after `prepare`).
+    func refusesHostCrash() async -> String?
+    /// After a host crashed: keep its logs and throw the hosts away; the next scenario gets new
+    /// ones from `prepare`.
+    func discardCrashedHosts() async
     var description: String { get }
 }
 
 extension LabProvider {
     public func problems() async -> [String] { [] }
+    public func refusesHostCrash() async -> String? {
+        "only virtual VFIO hosts the run brings up itself (`miglab run --vfio`) may crash on purpose: a hardware node or this machine's built-in lab is not thrown away"
+    }
+    public func discardCrashedHosts() async { await finish() }
 }
 
 public final class BuiltinLabProvider: LabProvider, @unchecked Sendable {
@@ -121,7 +131,9 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
         broughtUp = !(await lab.isUp())
         let path = try await lab.up(kernel: kernelPackageVersion, libvirt: libvirtPackageVersion)
         consoleOffset = lab.consoleSize()
-        return try await HardwareLab(file: try LabFile.load(path: path)).environment(actions: lab.hostActions())
+        let lab = self.lab, offset = consoleOffset
+        return try await HardwareLab(file: try LabFile.load(path: path))
+            .environment(actions: lab.hostActions(), trouble: { lab.kernelTrouble(after: offset) })
     }
 
     public func problems() async -> [String] {
@@ -134,6 +146,20 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
         if let artifactsDirectory { lab.copyLogs(to: "\(artifactsDirectory)/vfio-lab") }
         if broughtUp && !keepUp { try? await lab.down() }
     }
+
+    public func refusesHostCrash() async -> String? {
+        if !broughtUp { return "the virtual VFIO hosts were up before this run, and a scenario that crashes them needs hosts the run brings up and throws away: run `miglab lab down` first" }
+        if keepUp { return "--keep-lab keeps the hosts, but a scenario that crashes them throws them away: drop --keep-lab" }
+        return nil
+    }
+
+    public func discardCrashedHosts() async {
+        crashes += 1
+        if let artifactsDirectory { lab.copyLogs(to: "\(artifactsDirectory)/vfio-lab-crashed-\(crashes)") }
+        try? await lab.down()
+        broughtUp = false
+    }
+    private var crashes = 0
 }
 
 /// Runs scenarios one after the other and journals the run; the results are built from the
@@ -212,6 +238,9 @@ public final class RunController: @unchecked Sendable {
                 image = try imageBuilder.build()
             }
             _ = config.scenarioArtifacts(scenario.name)
+            if scenario.expect.hostKernel == .crashes, let why = await provider.refusesHostCrash() {
+                throw RunnerError.step("scenario \(scenario.name) crashes its host on purpose (expect host_kernel: crashes): \(why)")
+            }
             let e = ScenarioExecution(scenario: scenario, lab: lab!, image: image!, journal: journal, config: config,
                                       logger: logger, progress: progress)
             exec = e
@@ -233,6 +262,13 @@ public final class RunController: @unchecked Sendable {
             message = "\(error)"
         }
         if let exec {
+            // Crashed hosts are thrown away first (their logs kept): their daemons answer no
+            // call, and stopping them ends every call the tear-down makes at once. The next
+            // scenario gets new hosts.
+            if exec.hostCrash != nil {
+                await provider.discardCrashedHosts()
+                lab = nil
+            }
             let td = ContinuousClock.now
             progress.show("[\(scenario.name)] tear-down")
             await exec.tearDown()

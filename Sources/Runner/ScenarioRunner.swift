@@ -42,6 +42,11 @@ final class ScenarioExecution: @unchecked Sendable {
     var deviceVerdicts: [Bool] = []
     /// Findings of the checks after each failed migration (destination left clean, guest safe).
     var afterFailure: [ExpectationRecord] = []
+    /// The first line of a host's kernel trouble the runner saw during the scenario.
+    var hostCrash: String?
+    /// For each completed migration, the VFIO bytes libvirt reported sent while the source still
+    /// ran (its last pre-copy sample); nil where libvirt reports none.
+    var precopyVFIOBytes: [UInt64?] = []
     /// Milliseconds from the first fault to the end of a failed migration.
     var failureDetectionMs: [Double] = []
     /// The last migration's hosts, for `expect.guest.on`.
@@ -265,6 +270,7 @@ final class ScenarioExecution: @unchecked Sendable {
                     journal.record(e)
                     keepGoing = true
                 }
+                try checkHostHealth()
                 finish.outcome = "passed"
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
                 journal.record(finish)
@@ -279,6 +285,13 @@ final class ScenarioExecution: @unchecked Sendable {
                 finish.message = "\(error)"
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
                 journal.record(finish)
+                // A crash the scenario expects ends it: nothing on that host can run any more.
+                if case .hostCrashed = error as? RunnerError, scenario.expect.hostKernel == .crashes {
+                    var note = event(.note)
+                    note.message = "the host's kernel crashed as the scenario expects; the remaining steps are skipped"
+                    journal.record(note)
+                    return
+                }
                 throw error
             }
         }
@@ -494,9 +507,31 @@ final class ScenarioExecution: @unchecked Sendable {
 
     // MARK: expectations
 
+    /// Throws when a host's kernel broke since the run began (the lab's console scan).
+    func checkHostHealth() throws {
+        if hostCrash == nil, let line = lab.hostTrouble().first {
+            hostCrash = line
+            var e = event(.error)
+            e.message = "host kernel trouble: \(line)"
+            journal.record(e)
+        }
+        if let line = hostCrash { throw RunnerError.hostCrashed(line) }
+    }
+
     func expectations() -> [ExpectationRecord] {
         var out: [ExpectationRecord] = []
         let ex = scenario.expect
+        if ex.vfioPrecopy == .sent {
+            let seen = precopyVFIOBytes.map { $0.map { "\($0) bytes" } ?? "none reported" }
+            out.append(ExpectationRecord(what: "VFIO device state in pre-copy", expected: "sent before the source stopped, every migration",
+                                         observed: seen.isEmpty ? "no completed migration" : seen.joined(separator: ", "),
+                                         pass: !precopyVFIOBytes.isEmpty && precopyVFIOBytes.allSatisfy { ($0 ?? 0) > 0 }))
+        }
+        if ex.hostKernel == .crashes || hostCrash != nil {
+            out.append(ExpectationRecord(what: "host kernel", expected: ex.hostKernel == .crashes ? "crashes, detected and reported" : "healthy",
+                                         observed: hostCrash.map { "crashed: \($0)" } ?? "healthy",
+                                         pass: (ex.hostKernel == .crashes) == (hostCrash != nil)))
+        }
         if !migrationOutcomes.isEmpty {
             let wanted = ex.migrations.rawValue
             let observed = migrationOutcomes.allSatisfy { $0 == wanted } ? wanted

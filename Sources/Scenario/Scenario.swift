@@ -135,6 +135,10 @@ public struct Step: Sendable, Equatable, Codable {
         public var corruptEveryMiB: Int
         /// The destination's definition differs from the source's.
         public var destinationChange: DestinationChange?
+        /// On purpose, after this migration fails, the lab does not remove and recreate the
+        /// destination's mdevs: the next user gets what the failed resume left (a scenario that
+        /// shows a driver crashing its host on that; the virtual VFIO hosts only).
+        public var reuseMdevsAfterFailure = false
         public init(from: String, to: String, bandwidthMiBps: Int? = nil, maxDowntimeMs: Int? = nil, suspend: Bool = false,
                     faults: [Fault] = [], corruptStream: StreamCorruption? = nil, corruptEveryMiB: Int = 1,
                     destinationChange: DestinationChange? = nil) {
@@ -203,6 +207,14 @@ public struct Expectations: Sendable, Equatable, Codable {
     /// leftover is reported but tolerated (`any`).
     public var destinationAfterFailure: DestinationAfterFailure = .clean
     public enum DestinationAfterFailure: String, Sendable, Codable, CaseIterable { case clean, any }
+    /// The hosts' kernels stay healthy (every scenario), or one crashes and miglab must detect
+    /// and report it (a scenario documenting a driver bug, on throwaway virtual hosts).
+    public var hostKernel: HostKernelVerdict = .healthy
+    /// `sent`: every completed migration carried VFIO device state during pre-copy, before the
+    /// source stopped (a PRE_COPY device's initial bytes: what switchover-ack waits for).
+    public var vfioPrecopy: VFIOPrecopyVerdict?
+    public enum VFIOPrecopyVerdict: String, Sendable, Codable, CaseIterable { case sent }
+    public enum HostKernelVerdict: String, Sendable, Codable, CaseIterable { case healthy, crashes }
 
     public init(migrations: MigrationOutcome = .completed, memory: MemoryVerdict = .intact, console: ConsoleVerdict = .clean,
                 devices: DeviceVerdict = .working, errorCodes: [Int32]? = nil, errorMessage: String? = nil,

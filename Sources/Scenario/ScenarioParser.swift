@@ -115,7 +115,14 @@ struct NodeReader: YAMLNodeReading {
         checkMdevTypeChanges(steps)
         var expect = Expectations()
         if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s",
-                                                                             "destination_after_failure"]) {
+                                                                             "destination_after_failure", "host_kernel", "vfio_precopy"]) {
+            if let v = em["vfio_precopy"], let c = choice(v, key: "vfio_precopy", as: Expectations.VFIOPrecopyVerdict.self) { expect.vfioPrecopy = c }
+            if let v = em["host_kernel"], let c = choice(v, key: "host_kernel", as: Expectations.HostKernelVerdict.self) {
+                expect.hostKernel = c
+                if c == .crashes, let other = ["memory", "console", "devices"].first(where: { em[$0] != nil }) {
+                    error(v, "`host_kernel: crashes` ends the scenario at the crash, so nothing checks `\(other)` after it; remove `\(other)`")
+                }
+            }
             if let v = em["destination_after_failure"], let c = choice(v, key: "destination_after_failure", as: Expectations.DestinationAfterFailure.self) {
                 expect.destinationAfterFailure = c
             }
@@ -182,7 +189,7 @@ struct NodeReader: YAMLNodeReading {
             return Step(.boot(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
         case "migrate":
             guard let m = mapping(v, context: "`migrate`", allowed: ["from", "to", "bandwidth_mib_s", "max_downtime_ms", "suspend", "timeout_s",
-                                                                 "faults", "corrupt_stream", "destination"],
+                                                                 "faults", "corrupt_stream", "destination", "reuse_mdevs_after_failure"],
                                   required: ["from", "to"]) else { return nil }
             let from = m["from"].flatMap { host($0, key: "from") }
             let to = m["to"].flatMap { host($0, key: "to") }
@@ -190,6 +197,7 @@ struct NodeReader: YAMLNodeReading {
             if let b = m["bandwidth_mib_s"] { mig.bandwidthMiBps = int(b, key: "bandwidth_mib_s", range: 0...1_000_000) }
             if let d = m["max_downtime_ms"] { mig.maxDowntimeMs = int(d, key: "max_downtime_ms", range: 1...3_600_000) }
             if let s = m["suspend"] { mig.suspend = bool(s, key: "suspend") ?? false }
+            if let r = m["reuse_mdevs_after_failure"] { mig.reuseMdevsAfterFailure = bool(r, key: "reuse_mdevs_after_failure") ?? false }
             if let f = m["faults"] { mig.faults = faultList(f) }
             if let c = m["corrupt_stream"], let cm = mapping(c, context: "`corrupt_stream`", allowed: ["mode", "every_mib"], required: ["mode"]) {
                 mig.corruptStream = cm["mode"].flatMap { choice($0, key: "mode", as: StreamCorruption.self) }

@@ -6,6 +6,16 @@ import Glibc
 import Darwin
 #endif
 
+/// `MIGLAB_VFIO_TRACE=1`: every VFIO request, read and write is written to stderr before it is
+/// made, unbuffered, so when a driver hangs or crashes the host the last line names the call.
+let vfioTraceEnabled: Bool = getenv("MIGLAB_VFIO_TRACE").map { String(cString: $0) == "1" } ?? false
+
+func vfioTrace(_ message: @autoclosure () -> String) {
+    guard vfioTraceEnabled else { return }
+    let line = "vfio: " + message() + "\n"
+    _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+}
+
 /// An open file descriptor this process owns: closed exactly once, in `close()` or in deinit.
 final class FileDescriptor {
     private(set) var rawValue: Int32
@@ -41,6 +51,7 @@ final class FileDescriptor {
     /// the kernel wrote. Returns ioctl's non-negative result (a new fd for some requests).
     @discardableResult
     func perform(_ request: inout VFIORequest) throws(VFIOError) -> Int32 {
+        vfioTrace("\(request.name) on \(path)")
         let result: Int32
         switch request.argument {
         case .none:
@@ -71,6 +82,7 @@ final class FileDescriptor {
     }
 
     func read(upTo count: Int, operation: String) throws(VFIOError) -> [UInt8] {
+        vfioTrace("\(operation): read up to \(count) bytes")
         var buffer = [UInt8](repeating: 0, count: count)
         let result = buffer.withUnsafeMutableBytes { cvfio_read(rawValue, $0.baseAddress, count) }
         guard result >= 0 else { throw VFIOError(operation, errorNumber: Int32(-result)) }
@@ -78,6 +90,7 @@ final class FileDescriptor {
     }
 
     func write(_ bytes: [UInt8], operation: String) throws(VFIOError) -> Int {
+        vfioTrace("\(operation): write \(bytes.count) bytes")
         let result = bytes.withUnsafeBytes { cvfio_write(rawValue, $0.baseAddress, bytes.count) }
         guard result >= 0 else { throw VFIOError(operation, errorNumber: Int32(-result)) }
         return result

@@ -102,6 +102,30 @@ public enum MigrationFSM {
         return next == .error ? nil : next
     }
 
+    /// Why a real device is never asked for an arc `vfio_from_fsm_table` sends to ERROR.
+    public static let kernelLoopReason = "Linux's vfio_mig_get_next_state() (drivers/vfio/vfio_main.c, 6.12.95: lines 847-850) never returns for an arc its table sends to ERROR: state_flags_table[ERROR] is ~0U, which no device's flags match, so the loop that skips unsupported states steps from ERROR to ERROR forever, holding the driver's state mutex; the host's CPU hangs (seen with mtty on a virtual VFIO host: soft lockup)"
+
+    /// Requests the kernel does not return from (`kernelLoopReason`): from a state to one the
+    /// device supports, where the table's first step, or a later one, is ERROR. On 6.12 these are
+    /// STOP_COPY -> PRE_COPY and STOP_COPY -> PRE_COPY_P2P; the uAPI says they must fail.
+    public static func hangsKernel(from current: MigrationState, to requested: MigrationState, capabilities: MigrationCapabilities) -> Bool {
+        // vfio_mig_get_next_state() returns -EINVAL before its loop for these.
+        guard current != requested, capabilities.supports(current), capabilities.supports(requested),
+              current != .error, requested != .error else { return false }
+        var state = current
+        for _ in 0..<nextStateTable.count {
+            guard var next = nextStateTable[state]?[requested] else { return false }
+            while !capabilities.supports(next) || next == .error {
+                if next == .error { return true }
+                guard let skipped = nextStateTable[next]?[requested] else { return false }
+                next = skipped
+            }
+            if next == requested { return false }
+            state = next
+        }
+        return false
+    }
+
     /// What a request does: the arcs taken, and whether it returns a data fd. Nil: refused, and
     /// the state stays as it was.
     ///

@@ -62,10 +62,15 @@ public final class ReferenceDevice {
         case complete
     }
 
-    public init(capabilities: MigrationCapabilities = [.stopCopy, .p2p, .preCopy], model: Model = .standard, bug: SeededBug? = nil) {
+    /// `initialState` is RUNNING for a freshly opened device; another state models a driver
+    /// whose close keeps the migration state (seeded bug `state-survives-close`), with no data
+    /// session (the close disabled the files).
+    public init(capabilities: MigrationCapabilities = [.stopCopy, .p2p, .preCopy], model: Model = .standard, bug: SeededBug? = nil,
+                initialState: MigrationState = .running) {
         self.capabilities = capabilities
         self.model = model
         self.bug = bug
+        self.state = initialState
         // Deterministic, non-trivial device memory: two fresh devices are equal.
         var seed: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(model.deviceID)
         memory = (0..<model.memorySize).map { _ in

@@ -7,6 +7,7 @@ public enum SeededBug: String, CaseIterable, Sendable, Codable, CustomStringConv
     case stopCopyToPreCopyAccepted = "stop-copy-to-pre-copy-accepted"
     case errorRequestable = "error-requestable"
     case resetNotRunning = "reset-not-running"
+    case stateSurvivesClose = "state-survives-close"
     // Data sessions
     case resetKeepsSession = "reset-keeps-session"
     case dataReadableInStop = "data-readable-in-stop"
@@ -45,6 +46,8 @@ public enum SeededBug: String, CaseIterable, Sendable, Codable, CustomStringConv
             "ERROR can be requested as a device state"
         case .resetNotRunning:
             "VFIO_DEVICE_RESET leaves the device in STOP instead of RUNNING"
+        case .stateSurvivesClose:
+            "closing the device keeps its migration state: the next user opens it where the last one left it (mtty's mtty_close, Linux 6.12)"
         case .resetKeepsSession:
             "a reset during PRE_COPY or STOP_COPY leaves the data session open"
         case .dataReadableInStop:

@@ -16,6 +16,7 @@ public final class VFIODevice {
     private let device: FileDescriptor
     /// The iommufd, or the group and container: the device fd must close before them.
     private let holders: [FileDescriptor]
+    private var cachedCapabilities: MigrationCapabilities?
 
     private init(name: VFIODeviceName, route: VFIODeviceLocator.Route, device: FileDescriptor, holders: [FileDescriptor]) {
         self.name = name
@@ -94,6 +95,14 @@ extension VFIODevice: MigrationDevice {
     public var exerciser: (any DeviceExerciser)? { nil }
     public var virtioMember: (any VirtioMemberAdministration)? { nil }
 
+    /// The flags, read once.
+    private func knownCapabilities() throws(VFIOError) -> MigrationCapabilities {
+        if let c = cachedCapabilities { return c }
+        let c = try migrationCapabilities()
+        cachedCapabilities = c
+        return c
+    }
+
     public func migrationCapabilities() throws(VFIOError) -> MigrationCapabilities {
         var request = VFIORequests.migrationFlags()
         try device.perform(&request)
@@ -111,7 +120,14 @@ extension VFIODevice: MigrationDevice {
     }
 
     public func setMigrationState(_ state: MigrationState) throws(VFIOError) -> (any MigrationDataStream)? {
+        vfioTrace("\(name): set migration state \(state)")
         var request = VFIORequests.setMigrationState(state)
+        // A request the kernel never returns from is not sent (hardware nodes are shared: a
+        // hung CPU with the device's mutex held takes the node down).
+        let capabilities = try knownCapabilities()
+        if MigrationFSM.hangsKernel(from: try migrationState(), to: state, capabilities: capabilities) {
+            throw VFIOError.notSent(request.name + " \(state)", because: MigrationFSM.kernelLoopReason)
+        }
         try device.perform(&request)
         let fd = VFIORequests.decodeDataFD(request)
         guard fd >= 0 else { return nil }

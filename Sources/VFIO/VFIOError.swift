@@ -20,6 +20,14 @@ public struct VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
         self.detail = detail
     }
 
+    /// An operation miglab refused to send, because the kernel is known not to return from it.
+    /// Never a device's answer: a check must not count it as a refusal.
+    public static func notSent(_ operation: String, because why: String) -> VFIOError {
+        VFIOError(operation + " (not sent)", errorNumber: ECANCELED, detail: why)
+    }
+
+    public var wasNotSent: Bool { errorNumber == ECANCELED && operation.hasSuffix(" (not sent)") }
+
     /// The symbolic errno name where miglab knows it ("EINVAL"), else the number.
     public var errorName: String { Self.names[errorNumber] ?? "errno \(errorNumber)" }
 
@@ -33,6 +41,6 @@ public struct VFIOError: Error, Sendable, Equatable, CustomStringConvertible {
         EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EACCES: "EACCES", EFAULT: "EFAULT", EBUSY: "EBUSY",
         EEXIST: "EEXIST", ENODEV: "ENODEV", ENOTDIR: "ENOTDIR", EINVAL: "EINVAL", ENOTTY: "ENOTTY",
         EFBIG: "EFBIG", ENOSPC: "ENOSPC", ERANGE: "ERANGE", ENOMSG: "ENOMSG", EOVERFLOW: "EOVERFLOW",
-        EOPNOTSUPP: "EOPNOTSUPP", E2BIG: "E2BIG",
+        EOPNOTSUPP: "EOPNOTSUPP", E2BIG: "E2BIG", ECANCELED: "ECANCELED",
     ]
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Lab
 import Qualification
 import VFIO
 
@@ -19,8 +20,17 @@ struct QualifyCommand: AsyncParsableCommand {
     @Option(help: "With --reference: break one rule on purpose (names: --list-bugs).")
     var bug: String?
 
-    @Option(help: "Qualify the VFIO device at this PCI address (DDDD:BB:DD.F). The device must already be bound to vfio-pci or a variant driver.")
+    @Option(help: "Qualify the VFIO device at this PCI address (DDDD:BB:DD.F), or the mdev with this UUID. A PCI device must already be bound to vfio-pci or a variant driver.")
     var device: String?
+
+    @Flag(help: "Qualify an mtty mdev on the virtual VFIO hosts (brought up when needed): created through libvirt, qualified by miglab inside the host VM, removed.")
+    var vfioHost = false
+
+    @Option(help: "With --vfio-host: the mtty type to qualify (mtty-2 or mtty-1).")
+    var mdevType = "mtty-2"
+
+    @Option(help: "Run only the checks whose id starts with this (repeatable), e.g. --only fsm.pairs --only data.resume.")
+    var only: [String] = []
 
     @Option(help: "Also write every check's id, rule, source, verdict and detail to this JSON file.")
     var json: String?
@@ -32,9 +42,9 @@ struct QualifyCommand: AsyncParsableCommand {
     var listChecks = false
 
     func validate() throws {
-        let modes = [reference, device != nil, listBugs, listChecks].filter { $0 }.count
+        let modes = [reference, device != nil, vfioHost, listBugs, listChecks].filter { $0 }.count
         guard modes == 1 else {
-            throw ValidationError("Give exactly one of --reference, --device ADDRESS, --list-bugs, --list-checks.")
+            throw ValidationError("Give exactly one of --reference, --device ADDRESS, --vfio-host, --list-bugs, --list-checks.")
         }
         if let bug {
             guard reference else { throw ValidationError("--bug only applies to --reference.") }
@@ -61,6 +71,10 @@ struct QualifyCommand: AsyncParsableCommand {
             }
             return
         }
+        if vfioHost {
+            try await qualifyOnVirtualHost()
+            return
+        }
         let target: QualificationTarget
         if let device {
             do {
@@ -72,11 +86,45 @@ struct QualifyCommand: AsyncParsableCommand {
         } else {
             target = QualificationTarget.reference(bug: bug.flatMap(SeededBug.init(rawValue:)))
         }
-        let report = QualificationRunner.run(on: target)
+        let checks = only.isEmpty ? QualificationSuite.checks : QualificationSuite.checks.filter { c in only.contains { c.id.hasPrefix($0) } }
+        guard !checks.isEmpty else {
+            FileHandle.standardError.write(Data("miglab qualify: no check id starts with \(only.joined(separator: " or ")); --list-checks lists them\n".utf8))
+            throw ExitCode(2)
+        }
+        let report = QualificationRunner.run(checks, on: target)
         print(report.renderTable())
         if let json {
             try report.jsonData().write(to: URL(fileURLWithPath: json))
         }
         if !report.passed { throw ExitCode.failure }
+    }
+
+    /// `--vfio-host`: the lab brings the virtual hosts up when they are down (and takes them down
+    /// again), creates the mdev, runs this same command with `--device` inside L1, removes it.
+    func qualifyOnVirtualHost() async throws {
+        bootstrapLogging(verbose: false)
+        let lab = VirtualVFIOLab()
+        let broughtUp = !(await lab.isUp())
+        let result: VirtualVFIOLab.DeviceQualification
+        do {
+            try await lab.up()
+            result = try await lab.qualifyMdev(type: mdevType, checks: only)
+        } catch {
+            if broughtUp { try? await lab.down() }
+            FileHandle.standardError.write(Data("miglab qualify --vfio-host: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if broughtUp { try? await lab.down() }
+        print("mtty mdev \(result.mdevUUID) (\(result.mdevType)) on a virtual VFIO host:")
+        print(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        if let json, let data = result.reportJSON {
+            try data.write(to: URL(fileURLWithPath: json))
+        }
+        if !result.kernelTrouble.isEmpty {
+            print("FAIL  the host kernel broke while the device was qualified: \(result.kernelTrouble.joined(separator: "; ")) (console: \(lab.consoleLog))")
+            throw ExitCode.failure
+        }
+        guard let status = result.status else { throw ExitCode(2) }
+        if status != 0 { throw ExitCode(status) }
     }
 }

@@ -55,5 +55,36 @@ extension BuiltinLabTests {
         #expect(console.contains("MIGLAB-L1-READY") && console.contains("MIGLAB-L1-LIBVIRT libvirtd (libvirt) 11.3"))
         #expect(try Smoke.run(["lab", "status"]).out.contains("L1 not running"))
     }
+
+    /// `miglab qualify --vfio-host`: the suite runs against the kernel's real mtty (Linux
+    /// 6.12.95, the default virtual host kernel) inside L1 and reports without crashing the
+    /// host. mtty breaks three rules (its migration state survives a close, it loads any port
+    /// state without checking it, its DMA logging is a stub); miglab does not send the one
+    /// request Linux itself never returns from. A future kernel that fixes mtty changes these
+    /// verdicts on purpose: update them with it.
+    @Test func qualificationOfTheRealMttyReportsItsBugsWithoutCrashingTheHost() throws {
+        _ = try Smoke.run(["lab", "down"])
+        let dir = NSTemporaryDirectory() + "miglab-qualify-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let json = dir + "/mtty-qualification.json"
+        let r = try Smoke.run(["qualify", "--vfio-host", "--json", json])
+        print(r.out)
+        #expect(r.status == 1, "a failed check exits 1:\n\(r.out)\n\(r.err)")
+        #expect(!r.out.contains("host kernel broke"), "\(r.out)")
+        let data = try #require(FileManager.default.contents(atPath: json))
+        let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let results = try #require(report["results"] as? [[String: Any]])
+        let verdicts = Dictionary(uniqueKeysWithValues: results.map { ($0["id"] as? String ?? "", $0["verdict"] as? String ?? "") })
+        #expect(verdicts.count == 39)
+        #expect(verdicts.filter { $0.value == "fail" }.keys.sorted()
+                == ["data.resume-corrupted", "dma.second-start-refused", "fsm.open-starts-running"], "\(verdicts)")
+        for passing in ["fsm.capabilities", "fsm.pairs.stop-copy-p2p-pre-copy", "data.stop-copy-read-to-end", "data.resume-round-trip",
+                        "data.resume-foreign", "precopy.info-consistent", "precopy.info-only-in-pre-copy", "fsm.reset-returns-running"] {
+            #expect(verdicts[passing] == "pass", "\(passing): \(verdicts[passing] ?? "missing")")
+        }
+        let notSent = results.first { $0["id"] as? String == "fsm.stop-copy-to-pre-copy-refused" }
+        #expect(notSent?["verdict"] as? String == "skip" && (notSent?["detail"] as? String ?? "").contains("vfio_mig_get_next_state"))
+        #expect(try Smoke.run(["lab", "status"]).out.contains("L1 not running"), "qualify took down the hosts it brought up")
+    }
 }
 }

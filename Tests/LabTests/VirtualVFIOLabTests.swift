@@ -127,6 +127,10 @@ import Testing
         let stall = "[ 1057.7] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n"
         try stall.write(toFile: lab.consoleLog, atomically: true, encoding: .utf8)
         #expect(lab.kernelTrouble().count == 1)
+        // The serial console writes CR LF: the finding is the one line, not the rest of the log.
+        try "[ 1189.6] BUG: kernel NULL pointer dereference, address: 0000000000000008\r\n[ 1189.7] #PF: supervisor read access\r\n"
+            .write(toFile: lab.consoleLog, atomically: true, encoding: .utf8)
+        #expect(lab.kernelTrouble() == ["[ 1189.6] BUG: kernel NULL pointer dereference, address: 0000000000000008"])
     }
 }
 

@@ -28,6 +28,31 @@ struct ScenarioParserTests {
         #expect(pingpong.flattenedSteps.filter { $0.kind == "verify" }.count == 20)
     }
 
+    /// A scenario that crashes its host on purpose: the mdev reuse flag, the host-kernel
+    /// expectation, and no check after the crash; and the pre-copy device-state expectation.
+    @Test func hostCrashAndPrecopyExpectations() throws {
+        let s = try parse("""
+        name: c
+        guest: {passthrough: [{name: tty, kind: mdev, type: mtty-2}]}
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b, reuse_mdevs_after_failure: true, faults: [{abort: {}}]}
+          - migrate: {from: a, to: b}
+        expect: {migrations: aborted, host_kernel: crashes}
+        """)
+        #expect(s.expect.hostKernel == .crashes)
+        guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migration"); return }
+        #expect(m.reuseMdevsAfterFailure)
+        let d = diagnostics("""
+        name: c
+        steps: [{boot: a}]
+        expect: {host_kernel: crashes, memory: intact}
+        """)
+        #expect(d.map(\.description).contains { $0.hasPrefix("t.yaml:3:23:") && $0.contains("nothing checks `memory` after it") }, "\(d)")
+        #expect(try parse("name: p\nsteps: [{boot: a}]\nexpect: {vfio_precopy: sent}").expect.vfioPrecopy == .sent)
+        #expect(diagnostics("name: p\nsteps: [{boot: a}]\nexpect: {vfio_precopy: maybe}").count == 1)
+    }
+
     @Test func fullExample() throws {
         let s = try parse("""
         name: full

@@ -1,4 +1,7 @@
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import VFIO
 
 /// The state machine model against the kernel's own rules, computed independently.
@@ -131,5 +134,32 @@ struct MigrationFSMTests {
         #expect(MigrationCapabilities([.stopCopy, .p2p, .preCopy]).slug == "stop-copy-p2p-pre-copy")
         #expect(MigrationCapabilities(rawValue: 1 | 1 << 7).description == "STOP_COPY|0x80")
         #expect(MigrationState.allCases.map(\.rawValue) == Array(0...7))
+    }
+}
+
+/// The requests a real kernel does not return from (vfio_mig_get_next_state() loops from ERROR
+/// to ERROR), which miglab never sends to a real device.
+@Suite struct KernelLoopTests {
+    @Test func onlyStopCopyToPreCopyHangsTheKernel() {
+        var hanging: [String] = []
+        for caps in MigrationCapabilities.definedCombinations {
+            for from in MigrationState.allCases {
+                for to in MigrationState.allCases where MigrationFSM.hangsKernel(from: from, to: to, capabilities: caps) {
+                    hanging.append("\(caps.slug): \(from)->\(to)")
+                }
+            }
+        }
+        #expect(Set(hanging) == [
+            "stop-copy-pre-copy: STOP_COPY->PRE_COPY",
+            "stop-copy-p2p-pre-copy: STOP_COPY->PRE_COPY", "stop-copy-p2p-pre-copy: STOP_COPY->PRE_COPY_P2P",
+        ], "\(hanging)")
+        // The model of a conforming kernel still refuses them.
+        #expect(MigrationFSM.transition(from: .stopCopy, to: .preCopy, capabilities: [.stopCopy, .preCopy]) == nil)
+    }
+
+    @Test func aHangingRequestIsNotARefusal() {
+        let e = VFIOError.notSent("VFIO_DEVICE_FEATURE(SET, MIG_DEVICE_STATE) PRE_COPY", because: MigrationFSM.kernelLoopReason)
+        #expect(e.wasNotSent && !VFIOError("x", errorNumber: ECANCELED).wasNotSent)
+        #expect(e.description.contains("ECANCELED") && e.description.contains("vfio_mig_get_next_state"))
     }
 }
