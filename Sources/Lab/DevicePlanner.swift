@@ -187,7 +187,7 @@ public struct DevicePlanner: Sendable {
         var out: [String] = []
         for step in scenario.flattenedSteps {
             switch step.action {
-            case let .boot(b): if !out.contains(b.host) { out.append(b.host) }
+            case let .boot(b), let .restart(b): if !out.contains(b.host) { out.append(b.host) }
             case let .migrate(m):
                 for h in [m.from, m.to] where !out.contains(h) { out.append(h) }
             default: break

@@ -29,14 +29,13 @@ public struct VirtualHostLibvirtBuilder: Sendable {
                            "libvirt-clients"]
     static let layoutVersion = "miglab-l1-libvirt-2"
 
-    public let cacheRoot: String
+    /// Downloads and the cache folder are the guest image builder's.
     let images: GuestImageBuilder
-    let logger: Logger
+    var cacheRoot: String { images.cacheRoot }
+    var logger: Logger { images.logger }
 
-    public init(cacheRoot: String = GuestImageBuilder.defaultCacheRoot, logger: Logger = Logger(label: "miglab.vfio-lab")) {
-        self.cacheRoot = cacheRoot
-        self.images = GuestImageBuilder(cacheRoot: cacheRoot, logger: logger)
-        self.logger = logger
+    public init(images: GuestImageBuilder = GuestImageBuilder(logger: Logger(label: "miglab.vfio-lab"))) {
+        self.images = images
     }
 
     /// nil for `machineOwn`: L1 keeps the libvirt it sees on this machine's root.

@@ -118,7 +118,7 @@ public struct VirtualVFIOLab: Sendable {
         if await isUp() { return labFilePath }
         await stopMachine()
         let kernel = try VirtualHostKernelBuilder(logger: logger).build(packageVersion: packageVersion)
-        let libvirt = try VirtualHostLibvirtBuilder(logger: logger).build(packageVersion: libvirtVersion)
+        let libvirt = try VirtualHostLibvirtBuilder(images: GuestImageBuilder(logger: logger)).build(packageVersion: libvirtVersion)
         try prepareFolders(kernel: kernel, libvirt: libvirt)
         let started = ContinuousClock.now
         let pid = try startMachine(kernel: kernel)

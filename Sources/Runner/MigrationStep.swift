@@ -183,11 +183,10 @@ extension ScenarioExecution {
             // The destination's copy lacks the device bytes and RAM sent (libvirt 11.3 keeps them
             // on the source, whose job is gone now). QEMU has completed well before libvirt ends
             // the job (libvirt's finish and confirm phases: 0.6-0.8 s measured), so the source's
-            // last sample, taken while it was stopped (a downtime figure) and within 300 ms of the
-            // end, holds the final figures; an older one could be a lower bound and is not used.
+            // last sample, taken within 300 ms of the end, holds the final figures; an older one
+            // could be a lower bound and is not used.
             precopyVFIOBytes.append(lastPreCopyVFIO)
-            if let last = lastSourceStats, last.downtimeMs != nil, let at = lastSourceStatsAt,
-               jobEnded - at <= .milliseconds(300) {
+            if let last = lastSourceStats, let at = lastSourceStatsAt, jobEnded - at <= .milliseconds(300) {
                 record.stats.vfioDataBytes = record.stats.vfioDataBytes ?? last.vfioDataTransferredBytes
                 record.stats.memoryProcessedBytes = record.stats.memoryProcessedBytes ?? last.memoryProcessedBytes
             }
@@ -399,11 +398,10 @@ extension ScenarioExecution {
         // another user: mtty (and a vendor driver may do the same) keeps it in RESUMING after
         // the close, and the next user that moves it crashes the host kernel (background.md
         // section 7). Removing and recreating it gives the device fresh state.
-        if let session = passthrough, m.reuseMdevsAfterFailure {
+        if passthrough != nil && m.reuseMdevsAfterFailure {
             var e = event(.note)
             e.message = "on purpose (reuse_mdevs_after_failure), the destination's mdevs on \(destination.name) are not recreated after the failed migration: the next user gets what the failed resume left"
             journal.record(e)
-            _ = session
         } else if let session = passthrough {
             do {
                 let recreated = try await session.recreateMdevs(on: destination.name)

@@ -265,7 +265,8 @@ public final class RunController: @unchecked Sendable {
             // Crashed hosts are thrown away first (their logs kept): their daemons answer no
             // call, and stopping them ends every call the tear-down makes at once. The next
             // scenario gets new hosts.
-            if exec.hostCrash != nil {
+            let discarded = exec.hostCrash != nil
+            if discarded {
                 await provider.discardCrashedHosts()
                 lab = nil
             }
@@ -273,8 +274,13 @@ public final class RunController: @unchecked Sendable {
             progress.show("[\(scenario.name)] tear-down")
             await exec.tearDown()
             phase("lab_setup", scenario, since: td, message: "guest removed, logs kept")
-            // Devices left bound to the wrong driver on a shared node are a failure of the run.
-            if !exec.passthroughRestoreProblems.isEmpty {
+            // Devices left bound to the wrong driver on a shared node are a failure of the run;
+            // the mdevs of hosts thrown away went with them (they could not be removed first).
+            if discarded && !exec.passthroughRestoreProblems.isEmpty {
+                var e = JournalEvent(kind: .note, scenario: scenario.name)
+                e.message = "the crashed hosts were thrown away with their devices: " + exec.passthroughRestoreProblems.joined(separator: "; ")
+                journal.record(e)
+            } else if !exec.passthroughRestoreProblems.isEmpty {
                 outcome = "error"
                 message = [message, "passthrough devices not restored: " + exec.passthroughRestoreProblems.joined(separator: "; ")]
                     .compactMap { $0 }.joined(separator: "; ")

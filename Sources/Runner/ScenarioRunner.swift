@@ -9,6 +9,13 @@ import Synchronization
 ///
 /// Every wait is for something (a libvirt event, a job-statistics condition, an agent reply)
 /// and ends at the step's deadline.
+/// The result of a step's task, once it is there.
+final class StepOutcome<T: Sendable>: Sendable {
+    private let result = Mutex<Result<T, any Error>?>(nil)
+    func set(_ r: Result<T, any Error>) { result.withLock { $0 = r } }
+    var value: Result<T, any Error>? { result.withLock { $0 } }
+}
+
 final class ScenarioExecution: @unchecked Sendable {
     let scenario: Scenario
     let lab: LabEnvironment
@@ -235,41 +242,11 @@ final class ScenarioExecution: @unchecked Sendable {
             let deadline = t0 + .milliseconds(Int64(step.effectiveTimeoutSeconds * 1000))
             var finish = event(.stepFinished)
             finish.stepKind = step.kind
+            finish.phase = Self.phase(of: step)
             do {
-                let keepGoing: Bool
-                switch step.action {
-                case let .boot(b):
-                    finish.phase = "boot"
-                    try await boot(b, deadline: deadline)
-                    keepGoing = true
-                case let .migrate(m):
-                    finish.phase = "migration"
-                    keepGoing = try await migrate(m, deadline: deadline)
-                case let .verify(v):
-                    finish.phase = "verification"
-                    try await verify(v, deadline: deadline)
-                    keepGoing = true
-                case .repeat:
-                    keepGoing = true
-                case let .guestFLR(device, mode, count):
-                    finish.phase = "faults"
-                    try await guestDeviceAction(flr: mode, device: device, count: count, deadline: deadline)
-                    keepGoing = true
-                case let .guestDeviceReset(device, count):
-                    finish.phase = "faults"
-                    try await guestDeviceAction(flr: nil, device: device, count: count, deadline: deadline)
-                    keepGoing = true
-                case let .hostReset(device, method):
-                    finish.phase = "faults"
-                    guard let here = location else { throw RunnerError.step("\(method.kind): the guest runs nowhere") }
-                    var rec = FaultRecord(kind: method.kind, trigger: "step", firedAtMs: 0)
-                    rec.host = here
-                    rec.result = try await hostReset(device: device, method: method, on: here)
-                    var e = event(.fault)
-                    e.fault = rec
-                    journal.record(e)
-                    keepGoing = true
-                }
+                // The step runs on its own task, watched: a host whose kernel broke answers no
+                // libvirt call, and the step would wait for it until its deadline.
+                let keepGoing = try await watchingHosts { try await self.perform(step, deadline: deadline) }
                 try checkHostHealth()
                 finish.outcome = "passed"
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
@@ -297,9 +274,79 @@ final class ScenarioExecution: @unchecked Sendable {
         }
     }
 
+    /// Runs one step; false when the remaining steps are to be skipped (a migration did not end
+    /// as the scenario expects).
+    func perform(_ step: Step, deadline: ContinuousClock.Instant) async throws -> Bool {
+        switch step.action {
+        case let .boot(b):
+            try await boot(b, deadline: deadline)
+            return true
+        case let .restart(b):
+            try await restart(b, deadline: deadline)
+            return true
+        case let .migrate(m):
+            return try await migrate(m, deadline: deadline)
+        case let .verify(v):
+            try await verify(v, deadline: deadline)
+            return true
+        case .repeat:
+            return true
+        case let .guestFLR(device, mode, count):
+            try await guestDeviceAction(flr: mode, device: device, count: count, deadline: deadline)
+            return true
+        case let .guestDeviceReset(device, count):
+            try await guestDeviceAction(flr: nil, device: device, count: count, deadline: deadline)
+            return true
+        case let .hostReset(device, method):
+            guard let here = location else { throw RunnerError.step("\(method.kind): the guest runs nowhere") }
+            var rec = FaultRecord(kind: method.kind, trigger: "step", firedAtMs: 0)
+            rec.host = here
+            rec.result = try await hostReset(device: device, method: method, on: here)
+            var e = event(.fault)
+            e.fault = rec
+            journal.record(e)
+            return true
+        }
+    }
+
+    /// The journal phase a step's time counts to.
+    static func phase(of step: Step) -> String? {
+        switch step.action {
+        case .boot, .restart: "boot"
+        case .migrate: "migration"
+        case .verify: "verification"
+        case .repeat: nil
+        case .guestFLR, .guestDeviceReset, .hostReset: "faults"
+        }
+    }
+
+    /// Runs `body` on a task of its own and waits for it while it looks at the hosts once a
+    /// second: when a host's kernel broke, it throws at once and leaves the body behind (its
+    /// libvirt call ends when the lab throws the crashed hosts away). Cancellation reaches the body.
+    func watchingHosts<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let outcome = StepOutcome<T>()
+        let task = Task {
+            do { outcome.set(.success(try await body())) } catch { outcome.set(.failure(error)) }
+        }
+        return try await withTaskCancellationHandler {
+            var lastLook = ContinuousClock.now
+            while true {
+                if let r = outcome.value { return try r.get() }
+                if ContinuousClock.now - lastLook >= .seconds(1) {
+                    lastLook = .now
+                    try checkHostHealth()
+                }
+                await sleepIgnoringCancellation(.milliseconds(50))
+            }
+        } onCancel: {
+            task.cancel()
+        }
+    }
+
     func describe(_ step: Step) -> String {
         switch step.action {
         case let .boot(b): return "boot on \(b.host)"
+        case let .restart(b): return "restart on \(b.host) (destroyed where it runs, booted anew)"
         case let .migrate(m):
             var s = "migrate \(m.from) -> \(m.to)"
             if let b = m.bandwidthMiBps { s += ", \(b) MiB/s" }
@@ -312,6 +359,23 @@ final class ScenarioExecution: @unchecked Sendable {
         case let .guestDeviceReset(d, n): return "guest device reset of \(d) x\(n)"
         case let .hostReset(d, method): return "\(method.kind) of \(d) on the guest's host"
         }
+    }
+
+    /// `restart`: the guest is destroyed where it runs (definition and all) and defined and
+    /// booted on `b.host`, with that host's devices and image, as `setUp` defines it for a boot.
+    func restart(_ b: Step.Boot, deadline: ContinuousClock.Instant) async throws {
+        consoleCapture?.stop()
+        if let here = location, let dom = try host(here).connection.domain(named: domainName) {
+            try await dom.remove()
+        }
+        location = nil
+        let h = try host(b.host)
+        if let leftover = try h.connection.domain(named: domainName) { try await leftover.remove() }
+        let def = scenarioDomain(name: domainName, scenario: scenario, plan: passthrough?.plan, host: b.host,
+                                 image: images[b.host] ?? image, emulator: h.emulator,
+                                 accelerator: h.accelerator, consoleLog: hostConsoleLog)
+        _ = try h.connection.defineDomain(xml: def.xml())
+        try await boot(b, deadline: deadline)
     }
 
     func boot(_ b: Step.Boot, deadline: ContinuousClock.Instant) async throws {

@@ -81,6 +81,7 @@ public struct Step: Sendable, Equatable, Codable {
     public var kind: String {
         switch action {
         case .boot: "boot"
+        case .restart: "restart"
         case .migrate: "migrate"
         case .verify: "verify"
         case .repeat: "repeat"
@@ -93,7 +94,7 @@ public struct Step: Sendable, Equatable, Codable {
     public var effectiveTimeoutSeconds: Double {
         timeoutSeconds ?? {
             switch action {
-            case .boot: 180
+            case .boot, .restart: 180
             case .migrate: 300
             case .verify: 180
             case .repeat: .infinity
@@ -104,6 +105,9 @@ public struct Step: Sendable, Equatable, Codable {
 
     public indirect enum Action: Sendable, Equatable, Codable {
         case boot(Boot)
+        /// The guest is destroyed where it runs and booted anew on another host, with that
+        /// host's devices (a cold move: the devices' next user is a freshly started VM).
+        case restart(Boot)
         case migrate(Migrate)
         case verify(Verify)
         case `repeat`(Repeat)

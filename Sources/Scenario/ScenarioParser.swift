@@ -166,7 +166,7 @@ struct NodeReader: YAMLNodeReading {
         return seq.compactMap { step($0) }
     }
 
-    static let stepKinds = ["boot", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset", "host-flr", "host-device-reset"]
+    static let stepKinds = ["boot", "restart", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset", "host-flr", "host-device-reset"]
     static let faultKinds = ["guest-flr", "guest-device-reset", "guest-scratch-write", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime",
                              "host-flr", "host-device-reset"]
 
@@ -187,6 +187,12 @@ struct NodeReader: YAMLNodeReading {
             guard let m = mapping(v, context: "`boot`", allowed: ["on", "timeout_s"], required: ["on"]) else { return nil }
             guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
             return Step(.boot(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
+        case "restart":
+            // `restart: b` or `restart: {on: b, timeout_s: 120}`
+            if case .scalar = v { return host(v, key: "restart").map { Step(.restart(.init(host: $0)), location: loc) } }
+            guard let m = mapping(v, context: "`restart`", allowed: ["on", "timeout_s"], required: ["on"]) else { return nil }
+            guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
+            return Step(.restart(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
         case "migrate":
             guard let m = mapping(v, context: "`migrate`", allowed: ["from", "to", "bandwidth_mib_s", "max_downtime_ms", "suspend", "timeout_s",
                                                                  "faults", "corrupt_stream", "destination", "reuse_mdevs_after_failure"],
@@ -307,6 +313,9 @@ struct NodeReader: YAMLNodeReading {
             case let .boot(b):
                 if let h = at { flowError("`boot` on \(b.host), but the guest already runs on \(h)") }
                 at = b.host
+            case let .restart(b):
+                if at == nil { flowError("`restart` before `boot`: boot the guest first") }
+                at = b.host
             case let .migrate(m):
                 guard let h = at else { flowError("`migrate` before `boot`: boot the guest first"); continue }
                 if h != m.from { flowError("`migrate` from \(m.from), but the guest is on \(h) at this point") }
@@ -335,7 +344,7 @@ struct NodeReader: YAMLNodeReading {
         var arrivals: [String: Int] = [:]   // host -> boots and migrations that bring the guest there
         for s in steps {
             switch s.action {
-            case let .boot(b): arrivals[b.host, default: 0] += 1
+            case let .boot(b), let .restart(b): arrivals[b.host, default: 0] += 1
             case let .migrate(m): arrivals[m.to, default: 0] += 1
             default: break
             }

@@ -37,9 +37,11 @@ struct ScenarioParserTests {
         steps:
           - boot: a
           - migrate: {from: a, to: b, reuse_mdevs_after_failure: true, faults: [{abort: {}}]}
-          - migrate: {from: a, to: b}
+          - restart: b
         expect: {migrations: aborted, host_kernel: crashes}
         """)
+        #expect(s.steps[2].action == .restart(.init(host: "b")) && s.steps[2].kind == "restart")
+        #expect(diagnostics("name: r\nsteps: [{restart: b}]").map(\.description).contains { $0.contains("`restart` before `boot`") })
         #expect(s.expect.hostKernel == .crashes)
         guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migration"); return }
         #expect(m.reuseMdevsAfterFailure)
