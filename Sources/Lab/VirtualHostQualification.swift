@@ -63,7 +63,7 @@ extension VirtualVFIOLab {
             output = r.stdout
             status = r.status
         } catch {
-            output = "miglab qualify did not finish inside L1 within \(timeout): \(error)"
+            output = "miglab qualify did not finish inside L1: \(error)"
         }
         let trouble = kernelTrouble(after: offset)
         let json = FileManager.default.contents(atPath: report)

@@ -77,6 +77,9 @@ extension ScenarioExecution {
             params.migrationURI = "tcp://" + (address.contains(":") ? "[\(address)]" : address)
         }
 
+        // The source's completed-job event carries the final figures the destination's copy of
+        // the statistics lacks (libvirt 11.3: the VFIO bytes, the RAM sent).
+        let sourceEvents = try? src.connection.events()
         let faults = m.faults.map(ArmedFault.init)
         let label = "[\(scenario.name)] migrate \(m.from) -> \(m.to)"
         progress.show(label)
@@ -90,8 +93,6 @@ extension ScenarioExecution {
         var timedOut = false
         var firstFaultMs: Double?
         var lastJournaled = -1000.0
-        var lastSourceStats: JobStats?
-        var lastSourceStatsAt: ContinuousClock.Instant?
         var lastPreCopyVFIO: UInt64?
         // Poll the job: live line, journal (every 100 ms), triggers (every poll), deadline.
         // (Awaiting the job inside a task group would not do: a task group waits for all its
@@ -116,8 +117,6 @@ extension ScenarioExecution {
             let nowMs = (ContinuousClock.now - t0).seconds * 1000
             let stats = try? dom.jobStats()
             if let s = stats, s.isActive {
-                lastSourceStats = s
-                lastSourceStatsAt = .now
                 if nowMs - lastJournaled >= 100 {
                     var e = event(.migrationProgress)
                     e.progress = MigrationStats(s)
@@ -166,7 +165,6 @@ extension ScenarioExecution {
             throw RunnerError.hostCrashed(hostCrash ?? "")
         }
         let result = await job.result
-        let jobEnded = ContinuousClock.now
         let endMs = (ContinuousClock.now - t0).seconds * 1000
         let wall = endMs / 1000
         progress.clear()
@@ -180,15 +178,23 @@ extension ScenarioExecution {
             let stats = (try? dst.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
                                      stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
-            // The destination's copy lacks the device bytes and RAM sent (libvirt 11.3 keeps them
-            // on the source, whose job is gone now). QEMU has completed well before libvirt ends
-            // the job (libvirt's finish and confirm phases: 0.6-0.8 s measured), so the source's
-            // last sample, taken within 300 ms of the end, holds the final figures; an older one
-            // could be a lower bound and is not used.
+            // The destination's copy lacks the device bytes (libvirt 11.3 keeps them on the
+            // source, whose domain is gone now): they come from the source's
+            // VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, sent as the job ends. Without that event the
+            // figure stays absent: the last progress sample can be a lower bound (libvirt's job
+            // stays active 0.6-0.8 s after QEMU completed, and its samples may stop before).
             precopyVFIOBytes.append(lastPreCopyVFIO)
-            if let last = lastSourceStats, let at = lastSourceStatsAt, jobEnded - at <= .milliseconds(300) {
-                record.stats.vfioDataBytes = record.stats.vfioDataBytes ?? last.vfioDataTransferredBytes
-                record.stats.memoryProcessedBytes = record.stats.memoryProcessedBytes ?? last.memoryProcessedBytes
+            if let events = sourceEvents {
+                let name = domainName
+                let completed = try? await firstEvent(events, deadline: .now + .seconds(3)) { e -> [String: TypedValue]? in
+                    guard e.domain == name, case let .jobCompleted(fields) = e.kind else { return nil }
+                    return fields
+                }
+                if let fields = completed.flatMap({ $0 }) {
+                    let final = JobStats(type: JobStats.typeCompleted, fields: fields)
+                    record.stats.vfioDataBytes = record.stats.vfioDataBytes ?? final.vfioDataTransferredBytes
+                    record.stats.memoryProcessedBytes = record.stats.memoryProcessedBytes ?? final.memoryProcessedBytes
+                }
             }
             location = m.to
             // The console moved with the guest: read it on the destination from now on.
