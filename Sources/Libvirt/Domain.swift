@@ -44,12 +44,6 @@ public final class Domain: @unchecked Sendable {
         return (DomainState(rawValue: s) ?? .noState, r)
     }
 
-    /// `virDomainGetState` says paused with `VIR_DOMAIN_PAUSED_MIGRATION`: a migration's source
-    /// stopped for its stop-copy phase.
-    public var isPausedForMigration: Bool {
-        guard let s = try? state() else { return false }
-        return s.state == .paused && s.reason == Int32(VIR_DOMAIN_PAUSED_MIGRATION.rawValue)
-    }
 
     /// `virDomainGetXMLDesc`; with `migratable`, `VIR_DOMAIN_XML_MIGRATABLE` (the form a
     /// destination definition must be based on).

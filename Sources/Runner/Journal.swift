@@ -118,10 +118,12 @@ public enum MigrationPhase: String, Codable, Sendable, Equatable {
     case preCopy = "pre_copy"
     case stopCopy = "stop_copy"
 
-    /// The phase a source-side sample is in: the source paused for the migration is stop-copy;
-    /// running, it is set-up until the first byte went out.
-    public static func of(sourcePaused: Bool, stats: JobStats) -> MigrationPhase {
-        if sourcePaused { return .stopCopy }
+    /// The phase a source-side sample is in: a source that no longer runs (paused for the
+    /// switchover, or already shut off once the migration completed: the state is read just
+    /// after the statistics) is in stop-copy; a running one is in set-up until the first byte
+    /// went out.
+    public static func of(sourceRunning: Bool, stats: JobStats) -> MigrationPhase {
+        if !sourceRunning { return .stopCopy }
         return (stats.dataProcessedBytes ?? 0) == 0 ? .setup : .preCopy
     }
 }

@@ -120,7 +120,7 @@ extension ScenarioExecution {
                 if nowMs - lastJournaled >= 100 {
                     var e = event(.migrationProgress)
                     e.progress = MigrationStats(s)
-                    e.progress?.phase = MigrationPhase.of(sourcePaused: dom.isPausedForMigration, stats: s)
+                    e.progress?.phase = MigrationPhase.of(sourceRunning: (try? dom.state().state) == .running, stats: s)
                     if e.progress?.phase == .preCopy { lastPreCopyVFIO = s.vfioDataTransferredBytes }
                     journal.record(e)
                     lastJournaled = nowMs

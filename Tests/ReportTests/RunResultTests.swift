@@ -4,6 +4,7 @@ import FoundationXML
 #endif
 import Testing
 import Runner
+import Libvirt
 @testable import Report
 
 struct RunResultTests {
@@ -147,6 +148,15 @@ struct PhaseFiguresTests {
         #expect(p[0].milliseconds == 900)
         #expect(p[1] == PhaseFigures(phase: .preCopy, milliseconds: 600, ramBytes: 5000, vfioBytes: 24))
         #expect(p[2] == PhaseFigures(phase: .stopCopy, milliseconds: 200, ramBytes: 1000, vfioBytes: 96))
+    }
+
+    /// A sample whose source no longer runs is stop-copy, also once the source is shut off
+    /// after the migration completed (CI saw such a sample labeled pre-copy, with all 96 bytes).
+    @Test func aSampleOfASourceThatNoLongerRunsIsStopCopy() {
+        let sent = JobStats(type: 2, fields: ["data_processed": .uint(400_000_000)])
+        #expect(MigrationPhase.of(sourceRunning: false, stats: sent) == .stopCopy)
+        #expect(MigrationPhase.of(sourceRunning: true, stats: sent) == .preCopy)
+        #expect(MigrationPhase.of(sourceRunning: true, stats: JobStats(type: 2, fields: [:])) == .setup)
     }
 
     @Test func failedMigrationHasNoStopCopyAndUnknownVFIOStaysUnknown() {
