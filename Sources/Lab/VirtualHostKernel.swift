@@ -3,7 +3,7 @@ import Logging
 
 /// What a virtual VFIO host boots: a Debian kernel with VFIO, mdev and KVM, the kernel's sample
 /// `mtty` driver built for it, and a small initramfs that mounts the runner machine's own root
-/// read-only over virtio-9p (so the host's libvirt, QEMU and miglab run inside, unchanged).
+/// read-only over virtio-9p (so the host's QEMU runs inside, unchanged).
 public struct VirtualHostKernel: Sendable, Codable, Equatable {
     /// `uname -r`, e.g. 6.12.95+deb12-amd64.
     public let release: String

@@ -17,8 +17,10 @@ import Glibc
 /// One L1 holds both hosts (each daemon in its own mount namespace, its own host UUID, ports and
 /// state), because two TCG machines on this 2-core machine would each need most of a core while
 /// the guest runs. L1's root is the runner machine's own / read-only over virtio-9p under a
-/// tmpfs overlay, so L1 runs the same libvirt, QEMU and miglab (the host supervisor) as the
-/// runner; the lab folder is shared read-write, so the daemons' and QEMU's logs land there.
+/// tmpfs overlay, so L1 runs this machine's QEMU; its libvirt is bookworm-backports' 11.3
+/// (`VirtualHostLibvirt`, copied over the overlay) unless the lab is told to keep the machine's,
+/// and miglab (the host supervisor) runs from a copy in the lab folder (`stageMiglab`). The lab
+/// folder is shared read-write, so the daemons' and QEMU's logs land there.
 public struct VirtualVFIOLab: Sendable {
     public struct HostSpec: Sendable {
         public let name: String
