@@ -582,20 +582,28 @@ final class ScenarioExecution: @unchecked Sendable {
         if let line = hostCrash { throw RunnerError.hostCrashed(line) }
     }
 
+    /// `vfio_precopy: sent`: every completed migration reported VFIO bytes while the source ran;
+    /// no completed migration, or one with none reported, fails.
+    static func vfioPrecopyExpectation(_ bytes: [UInt64?]) -> ExpectationRecord {
+        let seen = bytes.map { $0.map { "\($0) bytes" } ?? "none reported" }
+        return ExpectationRecord(what: "VFIO device state in pre-copy", expected: "sent before the source stopped, every migration",
+                                 observed: seen.isEmpty ? "no completed migration" : seen.joined(separator: ", "),
+                                 pass: !bytes.isEmpty && bytes.allSatisfy { ($0 ?? 0) > 0 })
+    }
+
+    /// `host_kernel`: a crash passes only when the scenario expects one, and an expected crash
+    /// that never came fails.
+    static func hostKernelExpectation(_ expected: Expectations.HostKernelVerdict, crash: String?) -> ExpectationRecord {
+        ExpectationRecord(what: "host kernel", expected: expected == .crashes ? "crashes, detected and reported" : "healthy",
+                          observed: crash.map { "crashed: \($0)" } ?? "healthy",
+                          pass: (expected == .crashes) == (crash != nil))
+    }
+
     func expectations() -> [ExpectationRecord] {
         var out: [ExpectationRecord] = []
         let ex = scenario.expect
-        if ex.vfioPrecopy == .sent {
-            let seen = precopyVFIOBytes.map { $0.map { "\($0) bytes" } ?? "none reported" }
-            out.append(ExpectationRecord(what: "VFIO device state in pre-copy", expected: "sent before the source stopped, every migration",
-                                         observed: seen.isEmpty ? "no completed migration" : seen.joined(separator: ", "),
-                                         pass: !precopyVFIOBytes.isEmpty && precopyVFIOBytes.allSatisfy { ($0 ?? 0) > 0 }))
-        }
-        if ex.hostKernel == .crashes || hostCrash != nil {
-            out.append(ExpectationRecord(what: "host kernel", expected: ex.hostKernel == .crashes ? "crashes, detected and reported" : "healthy",
-                                         observed: hostCrash.map { "crashed: \($0)" } ?? "healthy",
-                                         pass: (ex.hostKernel == .crashes) == (hostCrash != nil)))
-        }
+        if ex.vfioPrecopy == .sent { out.append(Self.vfioPrecopyExpectation(precopyVFIOBytes)) }
+        if ex.hostKernel == .crashes || hostCrash != nil { out.append(Self.hostKernelExpectation(ex.hostKernel, crash: hostCrash)) }
         if !migrationOutcomes.isEmpty {
             let wanted = ex.migrations.rawValue
             let observed = migrationOutcomes.allSatisfy { $0 == wanted } ? wanted

@@ -100,3 +100,21 @@ struct TriggerTests {
         #expect(!String(decoding: try JSONEncoder().encode(old), as: UTF8.self).contains("vfio"))
     }
 }
+
+/// The expectations a VFIO scenario adds, shown failing as well as passing.
+@Suite struct VFIOExpectationTests {
+    @Test func deviceStateInPreCopyMustBeSeenInEveryMigration() {
+        #expect(ScenarioExecution.vfioPrecopyExpectation([24, 24]).verdict == "pass")
+        #expect(ScenarioExecution.vfioPrecopyExpectation([24, nil]).verdict == "fail")
+        #expect(ScenarioExecution.vfioPrecopyExpectation([24, 0]).verdict == "fail")
+        let none = ScenarioExecution.vfioPrecopyExpectation([])
+        #expect(none.verdict == "fail" && none.observed == "no completed migration")
+    }
+
+    @Test func aHostCrashPassesOnlyWhenExpected() {
+        #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: "BUG: x").verdict == "pass")
+        #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: nil).verdict == "fail")
+        #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: "BUG: x").verdict == "fail")
+        #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: nil).verdict == "pass")
+    }
+}
