@@ -22,12 +22,16 @@ import Testing
                 && "\(error)".contains("run run-one (pid \(getpid())")
         }
         // All or nothing: the loser did not keep 00.1.
-        let other = try DeviceLockSet.acquire(["local-pci-0000:3b:00.1"], directory: dir, owner: .current(runID: "run-three"))
+        let other = try acquireAfterRelease {
+            try DeviceLockSet.acquire(["local-pci-0000:3b:00.1"], directory: dir, owner: .current(runID: "run-three"))
+        }
         other.release()
         // Released on close: now the second run gets both.
         first.release()
-        let second = try DeviceLockSet.acquire(["local-pci-0000:3b:00.1", "local-pci-0000:3b:00.3"], directory: dir,
-                                               owner: .current(runID: "run-two"))
+        let second = try acquireAfterRelease {
+            try DeviceLockSet.acquire(["local-pci-0000:3b:00.1", "local-pci-0000:3b:00.3"], directory: dir,
+                                      owner: .current(runID: "run-two"))
+        }
         #expect(second.takeovers.isEmpty)   // a clean release leaves no owner behind
         second.release()
     }
@@ -39,7 +43,7 @@ import Testing
             let held = try DeviceLockSet.acquire(["d"], directory: dir, owner: .current(runID: "r1"))
             #expect(held.locks.first?.isHeld == true)
         }
-        let again = try DeviceLockSet.acquire(["d"], directory: dir, owner: .current(runID: "r2"))
+        let again = try acquireAfterRelease { try DeviceLockSet.acquire(["d"], directory: dir, owner: .current(runID: "r2")) }
         again.release()
     }
 
@@ -93,7 +97,7 @@ import Testing
             try DeviceLock(device: "x", directory: dir, owner: .current(runID: "me"))
         } throws: { "\($0)".contains("x is in use by run other-run (pid 1 on h") }
         close(holder)
-        let lock = try DeviceLock(device: "x", directory: dir, owner: .current(runID: "me"))
+        let lock = try acquireAfterRelease { try DeviceLock(device: "x", directory: dir, owner: .current(runID: "me")) }
         #expect(lock.takenOverFrom?.runID == "other-run")   // it ended without clearing its record
         lock.release()
     }

@@ -91,7 +91,9 @@ final class RecordingControl: PassthroughHostControl {
         #expect(Array(control.calls.suffix(3)) == ["destroy mdev", "reattach 0000:5e:00.2", "reattach 0000:5e:00.1"])
         #expect(control.driver("0000:5e:00.1") == "mlx5_core")
         // ...and free afterwards.
-        let again = try DeviceLockSet.acquire(plan.lockNames(lab: lab), directory: dir, owner: .current(runID: "run-3"))
+        let again = try acquireAfterRelease {
+            try DeviceLockSet.acquire(plan.lockNames(lab: lab), directory: dir, owner: .current(runID: "run-3"))
+        }
         again.release()
     }
 
@@ -105,7 +107,9 @@ final class RecordingControl: PassthroughHostControl {
         }
         #expect(Array(control.calls.suffix(2)) == ["reattach 0000:5e:00.2", "reattach 0000:5e:00.1"])
         #expect(control.driver("0000:5e:00.2") == "mlx5_core")
-        let again = try DeviceLockSet.acquire(plan.lockNames(lab: lab), directory: dir, owner: .current(runID: "run-2"))
+        let again = try acquireAfterRelease {
+            try DeviceLockSet.acquire(plan.lockNames(lab: lab), directory: dir, owner: .current(runID: "run-2"))
+        }
         again.release()
     }
 
