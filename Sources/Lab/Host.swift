@@ -87,10 +87,26 @@ public protocol HostActions: Sendable {
     /// A second address of this host: the destination QEMU listens there when a proxy takes
     /// the migration address.
     var secondaryAddress: String? { get }
+    /// Whether `startMiglab` works here: the lab can run this miglab on the host, in its network
+    /// (for hosts whose network namespace the runner cannot enter).
+    var runsMiglab: Bool { get }
+    /// Starts this miglab on the host with `arguments` (a hidden subcommand such as
+    /// `stream-proxy`); the returned process is stopped by the runner.
+    func startMiglab(_ arguments: [String]) throws -> any HostProcess
 }
 
 extension HostActions {
     public var offersLinkControl: Bool { true }
+    public var runsMiglab: Bool { false }
+    public func startMiglab(_ arguments: [String]) throws -> any HostProcess {
+        throw CommandError(command: ["miglab"] + arguments, status: -1, stderr: "this lab cannot run miglab on its hosts")
+    }
+}
+
+/// A process a lab started on one of its hosts for the runner.
+public protocol HostProcess: Sendable {
+    /// Ends it (SIGTERM, then SIGKILL after `grace`) and returns what it printed.
+    func stop(grace: Duration) -> String
 }
 
 /// A set of hosts the runner can use: the built-in lab or a hardware lab from a lab file.

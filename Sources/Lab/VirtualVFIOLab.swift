@@ -79,6 +79,8 @@ public struct VirtualVFIOLab: Sendable {
     /// L1's address on QEMU's user-mode network; migration streams go there (libvirt refuses a
     /// loopback `migration_host`), from one daemon of L1 to the other.
     static let addressInL1 = "10.0.2.15"
+    /// L1's second address, local to L1 only.
+    static let secondaryAddressInL1 = "10.0.2.16"
     /// Where a daemon keeps its state inside L1 (L1's memory).
     static let stateDirectoryInL1 = "/run/miglab-hosts"
     public static func controlURI(_ h: HostSpec) -> String { "qemu+tcp://127.0.0.1:\(h.port)/system" }
@@ -244,7 +246,8 @@ public struct VirtualVFIOLab: Sendable {
     public func hostActions() -> [String: any HostActions] {
         let shell = VirtualHostShell(requests: "\(machineDirectory)/requests")
         return Dictionary(uniqueKeysWithValues: Self.hostSpecs.map {
-            ($0.name, VirtualHostActions(host: $0.name, stateDirectory: "\(Self.stateDirectoryInL1)/\($0.name)", shell: shell) as any HostActions)
+            ($0.name, VirtualHostActions(host: $0.name, stateDirectory: "\(Self.stateDirectoryInL1)/\($0.name)", shell: shell,
+                                         stage: { name in try self.stageMiglab(as: name) }) as any HostActions)
         })
     }
 
@@ -416,6 +419,8 @@ struct VirtualHostActions: HostActions {
     /// The daemon's folder inside L1 (its /run/libvirt is `run/` there).
     let stateDirectory: String
     let shell: VirtualHostShell
+    /// Copies this miglab into the lab folder under a name; returns its path (the same in L1).
+    let stage: @Sendable (String) throws -> String
 
     func kill(pidFile: String, what: String) throws -> Int32 {
         let script = "p=$(cat \(Command.shellQuoted(pidFile)) 2>/dev/null) && [ -n \"$p\" ] && kill -0 \"$p\" || { echo 'no running \(what) on host \(host)'; exit 3; }; kill -9 \"$p\" && echo \"$p\""
@@ -445,5 +450,43 @@ struct VirtualHostActions: HostActions {
     }
 
     var networkNamespacePath: String? { nil }
-    var secondaryAddress: String? { nil }
+    /// L1's second address (l1-stage2 adds it): a destination QEMU listens there when a stream
+    /// proxy in L1 takes the migration address.
+    var secondaryAddress: String? { VirtualVFIOLab.secondaryAddressInL1 }
+
+    var runsMiglab: Bool { true }
+
+    /// Runs a staged copy of this miglab in L1, in the background, its output in the lab folder.
+    func startMiglab(_ arguments: [String]) throws -> any HostProcess {
+        let name = "miglab-\(arguments.first ?? "tool")-\(UUID().uuidString.prefix(8).lowercased())"
+        let executable = try stage(name)
+        let output = executable + ".out"
+        let command = ([executable] + arguments).map(Command.shellQuoted).joined(separator: " ")
+        let r = try shell.run("setsid \(command) > \(Command.shellQuoted(output)) 2>&1 < /dev/null & echo $!")
+        guard r.status == 0, let pid = Int32(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            try? FileManager.default.removeItem(atPath: executable)
+            throw CommandError(command: ["miglab"] + arguments, status: r.status, stderr: "could not start it in L1: \(r.stdout)")
+        }
+        return VirtualHostProcess(pid: pid, executable: executable, output: output, shell: shell)
+    }
+}
+
+/// A miglab process inside L1, by its pid there.
+struct VirtualHostProcess: HostProcess {
+    let pid: Int32
+    let executable: String
+    let output: String
+    let shell: VirtualHostShell
+
+    func stop(grace: Duration) -> String {
+        let tenths = max(1, Int(grace.components.seconds * 10))
+        _ = try? shell.run("""
+            kill -TERM \(pid) 2>/dev/null || exit 0
+            for i in $(seq \(tenths)); do kill -0 \(pid) 2>/dev/null || exit 0; sleep 0.1; done
+            kill -KILL \(pid)
+            """, timeout: grace + .seconds(20))
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        for f in [executable, output] { try? FileManager.default.removeItem(atPath: f) }
+        return text
+    }
 }

@@ -54,19 +54,28 @@ extension ScenarioExecution {
         }
         params.destinationXML = destinationXML
         // A proxy that damages the stream: it takes the destination's migration address; the
-        // destination QEMU listens on the host's second address.
-        var proxy: StreamProxy?
+        // destination QEMU listens on the host's second address. The runner runs it in the
+        // destination's network namespace when it can enter it (built-in lab), or the lab runs
+        // it on the host (virtual VFIO hosts: inside L1).
+        var proxy: StreamProxyHandle?
         if let mode = m.corruptStream {
-            guard let actions = dst.actions, let ns = actions.networkNamespacePath, let second = actions.secondaryAddress,
-                  let address = dst.migrationAddress else {
-                throw RunnerError.step("corrupt_stream needs a lab that can run a proxy on host \(m.to) (the built-in lab can)")
+            guard let actions = dst.actions, let second = actions.secondaryAddress, let address = dst.migrationAddress,
+                  actions.networkNamespacePath != nil || actions.runsMiglab else {
+                throw RunnerError.step("corrupt_stream needs a lab that can run a proxy on host \(m.to) (the built-in lab and the virtual VFIO hosts can)")
             }
-            let p = StreamProxy(namespacePath: ns, listen: (address, Self.proxiedMigrationPort),
-                                target: (second, Self.proxiedMigrationPort),
-                                corruptor: StreamCorruptor(mode: mode, everyMiB: m.corruptEveryMiB))
-            try p.start()
-            proxy = p
-            params.migrationURI = "tcp://\(address):\(Self.proxiedMigrationPort)"
+            let port = Self.proxiedMigrationPort
+            if let ns = actions.networkNamespacePath {
+                let p = StreamProxy(namespacePath: ns, listen: (address, port), target: (second, port),
+                                    corruptor: StreamCorruptor(mode: mode, everyMiB: m.corruptEveryMiB))
+                try p.start()
+                proxy = .inRunner(p)
+            } else {
+                proxy = .onHost(try actions.startMiglab(["stream-proxy", "--listen", "\(address):\(port)", "--target", "\(second):\(port)",
+                                                         "--corrupt", mode.rawValue, "--every-mib", "\(m.corruptEveryMiB)"]))
+                // It listens once its process runs; the source connects after libvirt's prepare
+                // phase on the destination (seconds), so no handshake is needed here.
+            }
+            params.migrationURI = "tcp://\(address):\(port)"
             params.listenAddress = second
         }
 
@@ -229,10 +238,18 @@ extension ScenarioExecution {
             if let err = p.error { e.details?["proxy_error"] = err }
         }
         journal.record(e)
+        // A damaged stream that was not damaged: whatever the migration did, the fault did not
+        // happen, and the step is not what the scenario asked for.
+        let streamUndamaged = proxySummary.map { $0.flips == 0 } ?? false
+        if let p = proxySummary, streamUndamaged {
+            var n = event(.note)
+            n.message = "corrupt_stream (\(m.corruptStream?.rawValue ?? "")) changed no byte of the \(p.bytes) bytes it forwarded\(p.error.map { ": \($0)" } ?? ""): the fault never happened"
+            journal.record(n)
+        }
 
         try await afterMigration(m, faults: faults, outcome: record.outcome, source: src, destination: dst)
         if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within the step's deadline") }
-        return record.outcome == scenario.expect.migrations.rawValue
+        return !streamUndamaged && record.outcome == scenario.expect.migrations.rawValue
     }
 
     /// A pause that also works in a cancelled task (Task.sleep would return at once there).
@@ -468,5 +485,27 @@ extension ScenarioExecution {
             break   // the device plan gave the destination the other type; DEST_XML names that mdev
         }
         return doc.xmlString
+    }
+}
+
+/// The stream proxy of one migration, wherever it runs.
+enum StreamProxyHandle {
+    /// In this process, its sockets in the destination's network namespace.
+    case inRunner(StreamProxy)
+    /// `miglab stream-proxy` on the destination host, started by the lab.
+    case onHost(any HostProcess)
+
+    /// Ends the proxy and returns what it did.
+    func stop() -> StreamProxy.Summary {
+        switch self {
+        case let .inRunner(p):
+            return p.stop()
+        case let .onHost(process):
+            let output = process.stop(grace: .seconds(10))
+            let last = output.split(separator: "\n").last.map(String.init) ?? ""
+            if let s = try? JSONDecoder().decode(StreamProxy.Summary.self, from: Data(last.utf8)) { return s }
+            return StreamProxy.Summary(bytes: 0, flips: 0, pagesHit: 0,
+                                       error: "the proxy on the host printed no summary: \(output.suffix(300))")
+        }
     }
 }

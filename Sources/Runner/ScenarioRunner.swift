@@ -181,7 +181,9 @@ final class ScenarioExecution: @unchecked Sendable {
                 default: nil
                 }
             }
-            if m.corruptStream != nil { needs.append(("corrupt_stream", { $0.networkNamespacePath != nil })) }
+            if m.corruptStream != nil {
+                needs.append(("corrupt_stream", { $0.secondaryAddress != nil && ($0.networkNamespacePath != nil || $0.runsMiglab) }))
+            }
             for (what, offered) in needs {
                 for name in [m.from, m.to] where lab.hosts[name] != nil && !(lab.hosts[name]?.actions.map(offered) ?? false) {
                     let at = step.location.map { "\($0): " } ?? ""

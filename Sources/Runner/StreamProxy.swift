@@ -14,7 +14,8 @@ public struct StreamCorruptor: Sendable {
     public private(set) var offset: UInt64 = 0
     /// Bytes flipped so far.
     public private(set) var flips = 0
-    /// Workload pages whose body was damaged (payload mode).
+    /// Workload pages whose body was damaged (payload mode), or chunks of device state
+    /// (device-state mode).
     public private(set) var pagesHit = 0
     /// Absolute stream offsets still to flip (ascending).
     private var pending: [UInt64] = []
@@ -27,6 +28,10 @@ public struct StreamCorruptor: Sendable {
     /// the counter and header, so QEMU's framing is never touched and only the oracle sees it.
     static let payloadFlipOffset: UInt64 = 1000
 
+    /// QEMU's marker before each chunk of a VFIO device's state (hw/vfio/migration.c,
+    /// VFIO_MIG_FLAG_DEV_DATA_STATE, written big-endian); a be64 length and the driver's bytes follow.
+    static let deviceStateMarker: [UInt8] = withUnsafeBytes(of: UInt64(0xffff_ffff_ef10_0004).bigEndian, Array.init)
+
     public init(mode: StreamCorruption, everyMiB: Int = 1) {
         self.mode = mode
         self.everyBytes = UInt64(max(everyMiB, 1)) << 20
@@ -34,6 +39,12 @@ public struct StreamCorruptor: Sendable {
     }
 
     private mutating func record(match p: UInt64) {
+        if mode == .deviceState {
+            // The marker at p, its length at p + 8, the device's first byte at p + 16.
+            pending.append(p + 16)
+            pagesHit += 1
+            return
+        }
         guard p >= 8 else { return }
         pending.append(p - 8 + Self.payloadFlipOffset)
         pagesHit += 1
@@ -52,11 +63,12 @@ public struct StreamCorruptor: Sendable {
                 flips += 1
                 k += everyBytes
             }
-        case .payload:
-            // A match at absolute position p means a workload page starts at p - 8; flip a
-            // byte of its body. The last bytes of the previous chunk are searched together with
-            // the first bytes of this one, for a magic split across the two.
-            let magic = Self.magicBytes
+        case .payload, .deviceState:
+            // Payload: a match at absolute position p means a workload page starts at p - 8;
+            // flip a byte of its body. Device state: a match is QEMU's marker; flip the first
+            // byte after its length. The last bytes of the previous chunk are searched together
+            // with the first bytes of this one, for a pattern split across the two.
+            let magic = mode == .payload ? Self.magicBytes : Self.deviceStateMarker
             let m = magic.count
             if !tail.isEmpty {
                 let joint = tail + buf.prefix(m - 1)
@@ -90,18 +102,20 @@ public struct StreamCorruptor: Sendable {
     }
 }
 
-/// A TCP proxy inside the runner, between the source and the destination QEMU, that damages
-/// the stream. Its sockets live in the destination host's network namespace: one thread enters
-/// the namespace (setns only changes the calling thread) and creates them there.
-final class StreamProxy: @unchecked Sendable {
-    struct Summary: Sendable {
-        var bytes: UInt64
-        var flips: Int
-        var pagesHit: Int
-        var error: String?
+/// A TCP proxy between the source and the destination QEMU that damages the stream. In the
+/// runner (built-in lab) its sockets live in the destination host's network namespace: one
+/// thread enters the namespace (setns only changes the calling thread) and creates them there.
+/// On a host the runner reaches only remotely it runs as `miglab stream-proxy` on that host
+/// (`namespacePath` nil: the process already is in the host's network).
+public final class StreamProxy: @unchecked Sendable {
+    public struct Summary: Sendable, Codable, Equatable {
+        public var bytes: UInt64
+        public var flips: Int
+        public var pagesHit: Int
+        public var error: String?
     }
 
-    let namespacePath: String
+    let namespacePath: String?
     let listen: (address: String, port: UInt16)
     let target: (address: String, port: UInt16)
     private var corruptor: StreamCorruptor
@@ -110,23 +124,30 @@ final class StreamProxy: @unchecked Sendable {
     private var startError: String?
     private var summary = Summary(bytes: 0, flips: 0, pagesHit: 0)
     private let done = DispatchSemaphore(value: 0)
+    private var finished = false
 
-    init(namespacePath: String, listen: (String, UInt16), target: (String, UInt16), corruptor: StreamCorruptor) {
+    /// Whether the proxy has ended: its stream closed, or it never started.
+    public var isFinished: Bool { lock.withLock { finished } }
+
+    public init(namespacePath: String?, listen: (String, UInt16), target: (String, UInt16), corruptor: StreamCorruptor) {
         self.namespacePath = namespacePath
         self.listen = listen
         self.target = target
         self.corruptor = corruptor
     }
 
-    struct ProxyError: Error, CustomStringConvertible { let description: String }
+    public struct ProxyError: Error, CustomStringConvertible { public let description: String }
 
     /// Starts listening; returns once the listening socket exists.
-    func start() throws {
+    public func start() throws {
         let ready = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
-            defer { done.signal() }
-            guard miglab_enter_network_namespace(namespacePath) == 0 else {
-                lock.withLock { startError = "setns \(namespacePath): \(String(cString: strerror(errno)))" }
+            defer {
+                lock.withLock { finished = true }
+                done.signal()
+            }
+            if let ns = namespacePath, miglab_enter_network_namespace(ns) != 0 {
+                lock.withLock { startError = "setns \(ns): \(String(cString: strerror(errno)))" }
                 ready.signal()
                 return
             }
@@ -154,7 +175,7 @@ final class StreamProxy: @unchecked Sendable {
     }
 
     /// Stops accepting (if nothing connected) and waits for the forwarding to end.
-    func stop(timeout: DispatchTime = .now() + 10) -> Summary {
+    public func stop(timeout: DispatchTime = .now() + 10) -> Summary {
         lock.withLock {
             if listenFD >= 0 { shutdown(listenFD, Int32(SHUT_RDWR)) }
         }

@@ -141,6 +141,10 @@ public enum StreamCorruption: String, Sendable, Equatable, Codable, CaseIterable
     case payload
     /// Flip one byte every `every_mib` MiB, wherever it falls.
     case flipEvery = "flip-every"
+    /// Flip the first byte of every chunk of VFIO device state the stream carries (the data
+    /// after QEMU's VFIO_MIG_FLAG_DEV_DATA_STATE marker and its length): QEMU passes it to the
+    /// destination's driver unread, so the driver itself must refuse it (mtty checks its magic).
+    case deviceState = "device-state"
 }
 
 /// A destination whose guest definition differs from the source's.

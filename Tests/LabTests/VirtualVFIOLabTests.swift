@@ -173,7 +173,8 @@ import Testing
         try victim.run()
         defer { kill(victim.processIdentifier, SIGKILL) }
         try "\(victim.processIdentifier)\n".write(toFile: state + "/run/qemu/miglab-x.pid", atomically: true, encoding: .utf8)
-        let actions = VirtualHostActions(host: "a", stateDirectory: state, shell: VirtualHostShell(requests: root + "/requests"))
+        let actions = VirtualHostActions(host: "a", stateDirectory: state, shell: VirtualHostShell(requests: root + "/requests"),
+                                         stage: { _ in throw CommandError(command: ["stage"], status: 1, stderr: "not here") })
         #expect(try actions.killQEMU(domain: "miglab-x") == victim.processIdentifier)
         victim.waitUntilExit()
         #expect(victim.terminationReason == .uncaughtSignal && victim.terminationStatus == SIGKILL)
@@ -181,6 +182,42 @@ import Testing
         #expect(!actions.offersLinkControl)
         #expect(throws: CommandError.self) { try actions.cutLink(lossOnly: false) }
         // Nothing is left in the request folder.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/requests").isEmpty)
+    }
+
+    /// A miglab the lab starts on a virtual host (the stream proxy) runs in the background,
+    /// is stopped with SIGTERM, and its output and staged copy go with it.
+    @Test func aMiglabStartedOnTheHostRunsUntilStoppedAndLeavesNothing() throws {
+        let root = NSTemporaryDirectory() + "miglab-l1req-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root + "/requests", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let server = Self.serve(root + "/requests")
+        defer { kill(server.processIdentifier, SIGKILL) }
+        // Stands in for the staged miglab: says what it was asked, prints a summary on SIGTERM
+        // (which it unblocks first, as miglab does: the test runner blocks it for its children).
+        let fake = #"""
+            #!/usr/bin/perl
+            use POSIX;
+            $| = 1;
+            sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGTERM));
+            $SIG{TERM} = sub { print "{\"flips\":1}\n"; exit 0 };
+            print "asked: @ARGV\n";
+            select(undef, undef, undef, 0.05) while 1;
+            """#
+        let actions = VirtualHostActions(host: "b", stateDirectory: root, shell: VirtualHostShell(requests: root + "/requests"),
+                                         stage: { name in
+                                             let path = root + "/" + name
+                                             try fake.write(toFile: path, atomically: true, encoding: .utf8)
+                                             chmod(path, 0o755)
+                                             return path
+                                         })
+        #expect(actions.runsMiglab && actions.secondaryAddress == "10.0.2.16")
+        let process = try actions.startMiglab(["stream-proxy", "--listen", "10.0.2.15:49300"])
+        Thread.sleep(forTimeInterval: 0.3)
+        let output = process.stop(grace: .seconds(5))
+        #expect(output.contains("asked: stream-proxy --listen 10.0.2.15:49300"))
+        #expect(output.contains(#"{"flips":1}"#))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).sorted() == ["requests"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/requests").isEmpty)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Lab
 import Libvirt
 import Scenario
 import Testing
@@ -55,6 +56,41 @@ struct StreamCorruptorTests {
         var c = StreamCorruptor(mode: .header)
         let out = Self.run(&c, data, chunk: 3)
         #expect(zip(data, out).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset) == [0, 1, 2, 3])
+    }
+
+    /// A stream with two chunks of VFIO device state (an mtty's 24 pre-copy bytes, then its 72
+    /// stop-copy bytes) between RAM pages, framed the way QEMU's vfio_save_block writes them.
+    static func streamWithDeviceState() -> (bytes: [UInt8], firstDeviceBytes: [Int]) {
+        var out = stream(pages: 6, workloadEvery: 2)
+        var firsts: [Int] = []
+        for size in [24, 72] {
+            out += StreamCorruptor.deviceStateMarker
+            out += withUnsafeBytes(of: UInt64(size).bigEndian, Array.init)
+            firsts.append(out.count)
+            // mtty's magic leads its state, little-endian.
+            out += withUnsafeBytes(of: UInt64(0x7e9d_0989_8c3e_2c4e).littleEndian, Array.init)
+            out += [UInt8](repeating: 0x11, count: size - 8)
+            out += stream(pages: 2, workloadEvery: 1)
+        }
+        return (out, firsts)
+    }
+
+    @Test(arguments: [1, 5, 17, 4096, 65536])
+    func deviceStateFlipsTheFirstByteOfEveryChunkOfDeviceState(chunk: Int) {
+        let (data, firsts) = Self.streamWithDeviceState()
+        var c = StreamCorruptor(mode: .deviceState)
+        let out = Self.run(&c, data, chunk: chunk)
+        #expect(c.pagesHit == 2)
+        #expect(zip(data, out).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset) == firsts)
+        // The destination's driver sees a magic that is not its own.
+        #expect(out[firsts[0]] == 0x4e ^ 0xff)
+    }
+
+    @Test func deviceStateLeavesAStreamWithoutDeviceStateAlone() {
+        let data = Self.stream(pages: 40, workloadEvery: 4)
+        var c = StreamCorruptor(mode: .deviceState)
+        #expect(Self.run(&c, data, chunk: 4096) == data)
+        #expect(c.flips == 0)
     }
 
     @Test func flipEveryMiB() {
@@ -116,5 +152,25 @@ struct TriggerTests {
         #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: nil).verdict == "fail")
         #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: "BUG: x").verdict == "fail")
         #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: nil).verdict == "pass")
+    }
+}
+
+/// The stream proxy a lab runs on a host reports through its output; one that printed no
+/// summary changed nothing the runner can vouch for.
+struct HostStreamProxyTests {
+    struct PrintingProcess: HostProcess {
+        let output: String
+        func stop(grace: Duration) -> String { output }
+    }
+
+    @Test func theSummaryIsTheLastLineTheProxyPrinted() {
+        let handle = StreamProxyHandle.onHost(PrintingProcess(output: "warming up\n{\"bytes\":269264,\"flips\":1,\"pagesHit\":1}\n"))
+        #expect(handle.stop() == StreamProxy.Summary(bytes: 269264, flips: 1, pagesHit: 1))
+    }
+
+    @Test func aProxyThatPrintedNoSummaryFlippedNothing() {
+        let s = StreamProxyHandle.onHost(PrintingProcess(output: "Error: --listen takes ADDRESS:PORT\n")).stop()
+        #expect(s.flips == 0)
+        #expect(s.error?.contains("printed no summary") == true && s.error?.contains("--listen") == true)
     }
 }
