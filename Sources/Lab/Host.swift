@@ -93,6 +93,11 @@ public protocol HostActions: Sendable {
     /// Starts this miglab on the host with `arguments` (a hidden subcommand such as
     /// `stream-proxy`); the returned process is stopped by the runner.
     func startMiglab(_ arguments: [String]) throws -> any HostProcess
+    /// Makes the guests started from now on pass their device resets on to the host drivers
+    /// (`on`), or restores the host's normal behaviour. A device that reports its reset (FLR,
+    /// VFIO_DEVICE_FLAGS_RESET) needs nothing, so by default this does nothing; the virtual
+    /// hosts' mtty implements a reset it does not report, and miglab's build of it has a switch.
+    func passGuestResetsToDevices(_ on: Bool) throws
 }
 
 extension HostActions {
@@ -101,6 +106,7 @@ extension HostActions {
     public func startMiglab(_ arguments: [String]) throws -> any HostProcess {
         throw CommandError(command: ["miglab"] + arguments, status: -1, stderr: "this lab cannot run miglab on its hosts")
     }
+    public func passGuestResetsToDevices(_ on: Bool) throws {}
 }
 
 /// A process a lab started on one of its hosts for the runner.

@@ -34,6 +34,36 @@ public struct VirtualHostKernelBuilder: Sendable {
     /// Modules the L1 initramfs loads before it can mount its root.
     static let initramfsModules = ["netfs", "9pnet", "9pnet_virtio", "9p", "overlay"]
 
+    /// The one change miglab makes to mtty: a switch, off by default (stock behaviour), that
+    /// makes it report the reset it implements. mtty handles VFIO_DEVICE_RESET (mtty_reset puts
+    /// its migration state back to RUNNING and disables the data files) but its
+    /// VFIO_DEVICE_GET_INFO leaves out VFIO_DEVICE_FLAGS_RESET, so QEMU never passes a guest's
+    /// device reset on to it, unlike a device with FLR. With `report_reset=1` (writable at run
+    /// time; read when QEMU opens the device) a guest reset during a migration reaches the driver:
+    /// the "data_fd out of sync" race of a real device. Off, the crash of a reused RESUMING mdev
+    /// stays reachable (QEMU's reset at start would otherwise put the mdev back to RUNNING).
+    static let mttyResetSwitch = """
+        /* miglab: report the reset mtty implements (VFIO_DEVICE_FLAGS_RESET) when asked to. */
+        static bool report_reset;
+        module_param(report_reset, bool, 0644);
+        MODULE_PARM_DESC(report_reset, "miglab: report VFIO_DEVICE_FLAGS_RESET so that QEMU passes guest resets on");
+
+        static int mtty_get_device_info(
+        """
+    static let mttyStockFlags = "dev_info->flags = VFIO_DEVICE_FLAGS_PCI;"
+    static let mttyResetFlags = "dev_info->flags = VFIO_DEVICE_FLAGS_PCI | (report_reset ? VFIO_DEVICE_FLAGS_RESET : 0);"
+
+    /// samples/vfio-mdev/mtty.c with the reset switch; an error names what it did not find (a
+    /// kernel whose mtty changed there).
+    static func patchMtty(_ source: String) throws -> String {
+        let declaration = "static int mtty_get_device_info("
+        for anchor in [declaration, mttyStockFlags] where source.components(separatedBy: anchor).count != 2 {
+            throw GuestImageBuilder.ImageError(description: "this kernel's samples/vfio-mdev/mtty.c does not have `\(anchor)` exactly once: miglab cannot add its reset switch (VirtualHostKernelBuilder.patchMtty)")
+        }
+        return source.replacingOccurrences(of: declaration, with: mttyResetSwitch)
+            .replacingOccurrences(of: mttyStockFlags, with: mttyResetFlags)
+    }
+
     public let cacheRoot: String
     let images: GuestImageBuilder
     let logger: Logger
@@ -81,6 +111,7 @@ public struct VirtualHostKernelBuilder: Sendable {
         hasher.add(Self.layoutVersion)
         for d in kernelDebs + [sourceDeb, busybox] { hasher.add((d as NSString).lastPathComponent) }
         hasher.add(initScript)
+        hasher.add(Self.mttyResetSwitch + Self.mttyResetFlags)
         let hash = hasher.hex
         let dir = "\(cacheRoot)/virtual-hosts/\(hash)"
         let manifest = "\(dir)/kernel.json"
@@ -112,7 +143,8 @@ public struct VirtualHostKernelBuilder: Sendable {
         try Command.run(["tar", "-xJf", tarball, "-C", work, sample])
         let module = "\(work)/mtty"
         try fm.createDirectory(atPath: module, withIntermediateDirectories: true)
-        try fm.moveItem(atPath: "\(work)/\(sample)", toPath: "\(module)/mtty.c")
+        let stock = try String(contentsOfFile: "\(work)/\(sample)", encoding: .utf8)
+        try Self.patchMtty(stock).write(toFile: "\(module)/mtty.c", atomically: true, encoding: .utf8)
         try "obj-m := mtty.o\n".write(toFile: "\(module)/Kbuild", atomically: true, encoding: .utf8)
         // The headers' Makefile includes the -common package's by its installed path; ours are
         // unpacked into the cache, so a Makefile naming the unpacked one stands in for it.

@@ -456,6 +456,16 @@ struct VirtualHostActions: HostActions {
 
     var runsMiglab: Bool { true }
 
+    /// mtty's `report_reset` switch (VirtualHostKernelBuilder.mttyResetSwitch), read when QEMU
+    /// opens the device. One kernel holds both hosts, so the switch is L1's.
+    func passGuestResetsToDevices(_ on: Bool) throws {
+        let r = try shell.run("echo \(on ? "Y" : "N") > /sys/module/mtty/parameters/report_reset && cat /sys/module/mtty/parameters/report_reset")
+        guard r.status == 0, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == (on ? "Y" : "N") else {
+            throw CommandError(command: ["mtty report_reset", on ? "Y" : "N"], status: r.status,
+                               stderr: "host \(host): mtty has no reset switch (an L1 brought up by an older miglab? `miglab lab down` then up): \(r.stdout)")
+        }
+    }
+
     /// Runs a staged copy of this miglab in L1, in the background, its output in the lab folder.
     func startMiglab(_ arguments: [String]) throws -> any HostProcess {
         let name = "miglab-\(arguments.first ?? "tool")-\(UUID().uuidString.prefix(8).lowercased())"

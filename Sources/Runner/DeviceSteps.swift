@@ -124,14 +124,33 @@ extension ScenarioExecution {
         return out
     }
 
-    /// A standalone FLR (flr != nil) or driver-reset step: runs `count` cycles and records the
-    /// outcome as a fault record.
-    func guestDeviceAction(flr: Fault.FLRMode?, device: String, count: Int, deadline: ContinuousClock.Instant) async throws {
+    /// What a guest device step does.
+    enum GuestDeviceAction {
+        case flr(Fault.FLRMode)
+        case reset(Fault.DeviceResetMethod)
+
+        var kind: String {
+            if case .flr = self { return "guest-flr" }
+            return "guest-device-reset"
+        }
+
+        /// miglab-guestctl's arguments for `count` cycles (0: until told to stop).
+        func guestctlArguments(selector: String, count: Int) -> [String] {
+            switch self {
+            case let .flr(mode): ["flr", selector, mode.rawValue, "\(count)"]
+            case let .reset(method): ["reset", selector, "\(count)", method.rawValue]
+            }
+        }
+    }
+
+    /// A standalone FLR or reset step: runs `count` cycles and records the outcome as a fault
+    /// record.
+    func guestDeviceAction(_ action: GuestDeviceAction, device: String, count: Int, deadline: ContinuousClock.Instant) async throws {
         let (h, dom) = try currentDomain()
         let sel = try selector(of: device)
-        let args = flr.map { ["flr", sel, $0.rawValue, "\(count)"] } ?? ["reset", sel, "\(count)"]
+        let args = action.guestctlArguments(selector: sel, count: count)
         let s = try await GuestAgent(domain: dom).run(Self.guestctl, args, until: deadline)
-        var rec = FaultRecord(kind: flr == nil ? "guest-device-reset" : "guest-flr", trigger: "step", firedAtMs: 0)
+        var rec = FaultRecord(kind: action.kind, trigger: "step", firedAtMs: 0)
         rec.host = h.name
         rec.result = s.output.trimmingCharacters(in: .whitespacesAndNewlines)
         var e = event(.fault)

@@ -247,9 +247,9 @@ extension ScenarioExecution {
             journal.record(n)
         }
 
-        try await afterMigration(m, faults: faults, outcome: record.outcome, source: src, destination: dst)
+        let guestFaultsHappened = try await afterMigration(m, faults: faults, outcome: record.outcome, source: src, destination: dst)
         if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within the step's deadline") }
-        return !streamUndamaged && record.outcome == scenario.expect.migrations.rawValue
+        return !streamUndamaged && guestFaultsHappened && record.outcome == scenario.expect.migrations.rawValue
     }
 
     /// A pause that also works in a cancelled task (Task.sleep would return at once there).
@@ -309,15 +309,14 @@ extension ScenarioExecution {
             switch f.fault.action {
             case let .guestFLR(device, mode, loop):
                 rec.host = source.name
-                let sel = try selector(of: device)
-                let agent = GuestAgent(domain: domain)
-                f.guestPid = try await agent.exec(Self.guestctl, ["flr", sel, mode.rawValue, loop ? "0" : "1"])
+                let args = GuestDeviceAction.flr(mode).guestctlArguments(selector: try selector(of: device), count: loop ? 0 : 1)
+                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, args)
                 rec.result = loop ? "FLR loop started (guest pid \(f.guestPid!))" : "FLR started"
-            case let .guestDeviceReset(device, loop):
+            case let .guestDeviceReset(device, method, loop):
                 rec.host = source.name
-                let sel = try selector(of: device)
-                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, ["reset", sel, loop ? "0" : "1"])
-                rec.result = loop ? "reset loop started (guest pid \(f.guestPid!))" : "reset started"
+                let args = GuestDeviceAction.reset(method).guestctlArguments(selector: try selector(of: device), count: loop ? 0 : 1)
+                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, args)
+                rec.result = (loop ? "reset loop started" : "reset started") + " (\(method.rawValue), guest pid \(f.guestPid!))"
             case let .guestScratchWrite(device):
                 rec.host = source.name
                 let agent = GuestAgent(domain: domain)
@@ -370,10 +369,25 @@ extension ScenarioExecution {
         return nil
     }
 
+    /// Whether a guest-side fault's report (miglab-guestctl's last line) says it happened: a
+    /// report at all, and for a PCI reset, one the guest's kernel did not refuse.
+    static func guestFaultHappened(_ action: Fault.Action, report: String?) -> Bool {
+        guard let report, let resets = guestctlCount("resets", in: report), resets > 0 else { return false }
+        if case .guestDeviceReset(_, .pci, _) = action { return guestctlCount("failures", in: report) == 0 }
+        return true
+    }
+
+    static func guestctlCount(_ key: String, in report: String) -> Int? {
+        report.split(separator: " ").first { $0.hasPrefix(key + "=") }.flatMap { Int($0.dropFirst(key.count + 1)) }
+    }
+
     /// After the migration: stop guest-side loops and collect their counts; after a failure,
     /// bring back a killed daemon and check that the destination holds nothing and the guest
-    /// still runs on the source with its memory intact.
-    func afterMigration(_ m: Step.Migrate, faults: [ArmedFault], outcome: String, source: LabHost, destination: LabHost) async throws {
+    /// still runs on the source with its memory intact. Returns false when a guest-side fault
+    /// did not happen (its report is missing or says the guest could not do it).
+    @discardableResult
+    func afterMigration(_ m: Step.Migrate, faults: [ArmedFault], outcome: String, source: LabHost, destination: LabHost) async throws -> Bool {
+        var guestFaultsHappened = true
         for f in faults {
             if case let .killLibvirtd(s) = f.fault.action, f.fired > 0 {
                 let h = s == .source ? source : destination
@@ -395,13 +409,19 @@ extension ScenarioExecution {
             }
             var rec = FaultRecord(kind: f.fault.kind, trigger: "end of migration", firedAtMs: 0)
             rec.host = here
-            rec.result = status.map { $0.output.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "the guest loop did not report"
+            let report = status.map { $0.output.trimmingCharacters(in: .whitespacesAndNewlines) }
+            rec.result = report ?? "the guest loop did not report"
             var e = event(.fault)
             e.fault = rec
             e.message = "guest-side loop collected"
+            if !Self.guestFaultHappened(f.fault.action, report: report) {
+                guestFaultsHappened = false
+                e.message = "the guest-side fault did not happen: \(rec.result ?? "")"
+                e.outcome = "fail"
+            }
             journal.record(e)
         }
-        guard outcome != "completed" else { return }
+        guard outcome != "completed" else { return guestFaultsHappened }
         // Nothing may be left on the destination. libvirt cleans up asynchronously on some
         // paths (a restarted daemon recovering the incoming job), so wait for it, with a deadline.
         let gone = try? await retry(until: .now + .seconds(10), what: "destination clean-up", every: .milliseconds(100)) {
@@ -461,6 +481,7 @@ extension ScenarioExecution {
             e.message = "the guest is gone from the source after the failed migration"
             journal.record(e)
         }
+        return guestFaultsHappened
     }
 
     /// The source's migratable definition with one device changed or removed.

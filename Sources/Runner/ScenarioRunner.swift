@@ -36,6 +36,8 @@ final class ScenarioExecution: @unchecked Sendable {
     var consoleCapture: ConsoleCapture?
     /// The devices, locks and host-side changes of a hardware lab's passthrough devices.
     var passthrough: PassthroughSession?
+    /// Hosts told to pass guest device resets on to the devices; told back in tear-down.
+    var resetsPassedOn: [String] = []
     /// The guest image as each host reads it (uploaded to hosts that do not share files).
     var images: [String: GuestImage] = [:]
     /// What `tearDown` could not restore; a scenario with any is an error, whatever it checked.
@@ -140,6 +142,12 @@ final class ScenarioExecution: @unchecked Sendable {
             throw RunnerError.step("scenario \(scenario.name) asks for passthrough devices (\(scenario.guest.passthrough.map(\.name).joined(separator: ", "))); the built-in lab has none: run it with --lab FILE on hardware nodes")
         }
         try checkHostActions()
+        if scenario.resetsDevicesFromTheGuest {
+            for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
+                try h.actions?.passGuestResetsToDevices(true)
+                resetsPassedOn.append(name)
+            }
+        }
         for (_, h) in lab.hosts {
             if let d = try h.connection.domain(named: domainName) {
                 try await d.remove()
@@ -215,6 +223,14 @@ final class ScenarioExecution: @unchecked Sendable {
             try? FileManager.default.removeItem(atPath: "\(dir)/console.log")
             try? FileManager.default.copyItem(atPath: consoleLog, toPath: "\(dir)/console.log")
         }
+        for name in resetsPassedOn {
+            do { try lab.hosts[name]?.actions?.passGuestResetsToDevices(false) } catch {
+                var e = event(.note)
+                e.message = "host \(name) still passes guest device resets on: \(error)"
+                journal.record(e)
+            }
+        }
+        resetsPassedOn = []
         // The devices go back to their drivers (and the locks are released) only once the
         // guest is gone everywhere.
         if let session = passthrough {
@@ -294,10 +310,10 @@ final class ScenarioExecution: @unchecked Sendable {
         case .repeat:
             return true
         case let .guestFLR(device, mode, count):
-            try await guestDeviceAction(flr: mode, device: device, count: count, deadline: deadline)
+            try await guestDeviceAction(.flr(mode), device: device, count: count, deadline: deadline)
             return true
-        case let .guestDeviceReset(device, count):
-            try await guestDeviceAction(flr: nil, device: device, count: count, deadline: deadline)
+        case let .guestDeviceReset(device, method, count):
+            try await guestDeviceAction(.reset(method), device: device, count: count, deadline: deadline)
             return true
         case let .hostReset(device, method):
             guard let here = location else { throw RunnerError.step("\(method.kind): the guest runs nowhere") }
@@ -358,7 +374,7 @@ final class ScenarioExecution: @unchecked Sendable {
         case let .verify(v): return "verify " + [v.memory ? "memory" : nil, v.console ? "console" : nil, v.devices ? "devices" : nil].compactMap { $0 }.joined(separator: ", ")
         case let .repeat(r): return "repeat \(r.times)x"
         case let .guestFLR(d, mode, n): return "guest FLR of \(d) (\(mode.rawValue)) x\(n)"
-        case let .guestDeviceReset(d, n): return "guest device reset of \(d) x\(n)"
+        case let .guestDeviceReset(d, method, n): return "guest device reset (\(method.rawValue)) of \(d) x\(n)"
         case let .hostReset(d, method): return "\(method.kind) of \(d) on the guest's host"
         }
     }

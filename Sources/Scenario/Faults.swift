@@ -58,8 +58,8 @@ public struct Fault: Sendable, Equatable, Codable {
     public enum Action: Sendable, Equatable, Codable {
         /// FLR of a guest device from inside the guest (sysfs reset with reset_method flr).
         case guestFLR(device: String, mode: FLRMode, loop: Bool)
-        /// Driver unbind and bind inside the guest (a virtio device reset).
-        case guestDeviceReset(device: String, loop: Bool)
+        /// A device reset from inside the guest (see `DeviceResetMethod`).
+        case guestDeviceReset(device: String, method: DeviceResetMethod, loop: Bool)
         /// The guest writes other values into a serial device's scratch registers after the
         /// runner's snapshot: the negative control of the scratch-register check, which must
         /// then fail (the device state that arrives is not the one the snapshot holds).
@@ -88,6 +88,18 @@ public struct Fault: Sendable, Equatable, Codable {
 
         /// The step and fault name.
         public var kind: String { self == .flr ? "host-flr" : "host-device-reset" }
+    }
+
+    /// How the guest resets a device in `guest-device-reset`.
+    public enum DeviceResetMethod: String, Sendable, Codable, CaseIterable {
+        /// Driver unbind and bind (a virtio device reset; nothing reaches a passed-through
+        /// device's host driver).
+        case rebind
+        /// The guest kernel's PCI reset (sysfs `reset`, the driver bound): the first of the
+        /// device's reset_method list that works (FLR, PM, or a bus reset through its port). QEMU
+        /// passes it to the host driver as VFIO_DEVICE_RESET when the device reports one: during
+        /// a migration that is the asynchronous reset of QEMU's "data_fd out of sync".
+        case pci
     }
 
     public enum FLRMode: String, Sendable, Codable, CaseIterable {

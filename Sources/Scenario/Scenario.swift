@@ -33,6 +33,19 @@ public struct Scenario: Sendable, Equatable, Codable {
         }
         return flatten(steps)
     }
+
+    /// Whether a step or fault resets a device through the guest kernel's PCI reset, which the
+    /// hosts must pass on to the devices (`HostActions.passGuestResetsToDevices`).
+    public var resetsDevicesFromTheGuest: Bool {
+        flattenedSteps.contains { step in
+            switch step.action {
+            case let .guestDeviceReset(_, method, _): return method == .pci
+            case let .migrate(m):
+                return m.faults.contains { if case .guestDeviceReset(_, .pci, _) = $0.action { true } else { false } }
+            default: return false
+            }
+        }
+    }
 }
 
 public struct GuestSpec: Sendable, Equatable, Codable {
@@ -114,7 +127,7 @@ public struct Step: Sendable, Equatable, Codable {
         /// FLRs of a guest device from inside the guest, outside any migration.
         case guestFLR(device: String, mode: Fault.FLRMode, count: Int)
         /// Driver unbind/bind cycles of a guest device from inside the guest.
-        case guestDeviceReset(device: String, count: Int)
+        case guestDeviceReset(device: String, method: Fault.DeviceResetMethod, count: Int)
         /// A host-side reset of a passthrough device, on the host the guest runs on (hardware labs).
         case hostReset(device: String, method: Fault.HostResetMethod)
     }

@@ -248,10 +248,11 @@ struct NodeReader: YAMLNodeReading {
             let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
             return Step(.guestFLR(device: dev, mode: mode, count: count), timeoutSeconds: timeout(m), location: loc)
         case "guest-device-reset":
-            guard let m = mapping(v, context: "`guest-device-reset`", allowed: ["device", "count", "timeout_s"], required: ["device"]),
+            guard let m = mapping(v, context: "`guest-device-reset`", allowed: ["device", "method", "count", "timeout_s"], required: ["device"]),
                   let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else { return nil }
             let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
-            return Step(.guestDeviceReset(device: dev, count: count), timeoutSeconds: timeout(m), location: loc)
+            let method = m["method"].flatMap { choice($0, key: "method", as: Fault.DeviceResetMethod.self) } ?? .rebind
+            return Step(.guestDeviceReset(device: dev, method: method, count: count), timeoutSeconds: timeout(m), location: loc)
         case "host-flr", "host-device-reset":
             // `host-flr: vf` or `host-flr: {device: vf, timeout_s: 30}`
             let method: Fault.HostResetMethod = kind == "host-flr" ? .flr : .nodeDevice
@@ -470,7 +471,7 @@ struct NodeReader: YAMLNodeReading {
         var allowed = ["at", "every_ms"]
         switch kind {
         case "guest-flr": allowed += ["device", "mode", "loop"]
-        case "guest-device-reset": allowed += ["device", "loop"]
+        case "guest-device-reset": allowed += ["device", "method", "loop"]
         case "guest-scratch-write": allowed += ["device"]
         case "abort", "kill-qemu", "kill-libvirtd": allowed += ["side"]
         case "network-partition": allowed += ["mode", "duration_ms"]
@@ -496,7 +497,8 @@ struct NodeReader: YAMLNodeReading {
                 if m["device"] == nil { error(v, "`guest-device-reset` needs `device`") }
                 return nil
             }
-            action = .guestDeviceReset(device: dev, loop: loop)
+            action = .guestDeviceReset(device: dev, method: m["method"].flatMap { choice($0, key: "method", as: Fault.DeviceResetMethod.self) } ?? .rebind,
+                                       loop: loop)
         case "guest-scratch-write":
             guard let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else {
                 if m["device"] == nil { error(v, "`guest-scratch-write` needs `device`, a serial device of the guest") }

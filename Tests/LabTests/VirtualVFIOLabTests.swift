@@ -43,6 +43,20 @@ import Testing
         #expect(throws: GuestImageBuilder.ImageError.self) { try VirtualHostKernelBuilder.Packages(version: "latest") }
     }
 
+    @Test func mttyGetsItsResetSwitchAndAnMttyThatChangedThereIsAnError() throws {
+        let stock = """
+            static int mtty_get_device_info(struct vfio_device_info *dev_info)
+            {
+            \tdev_info->flags = VFIO_DEVICE_FLAGS_PCI;
+            """
+        let patched = try VirtualHostKernelBuilder.patchMtty(stock)
+        #expect(patched.contains("module_param(report_reset, bool, 0644);"))
+        #expect(patched.contains("VFIO_DEVICE_FLAGS_PCI | (report_reset ? VFIO_DEVICE_FLAGS_RESET : 0);"))
+        #expect(patched.hasSuffix("static int mtty_get_device_info(struct vfio_device_info *dev_info)\n{\n\t" + VirtualHostKernelBuilder.mttyResetFlags))
+        #expect { try VirtualHostKernelBuilder.patchMtty(stock.replacingOccurrences(of: "FLAGS_PCI;", with: "FLAGS_PCI | X;")) }
+            throws: { "\($0)".contains("does not have `dev_info->flags = VFIO_DEVICE_FLAGS_PCI;` exactly once") }
+    }
+
     @Test func qemuPropertiesBecomeAQEMUOverrideOnTheHostdevsAlias() throws {
         var d = DomainDefinition(name: "miglab-t", memoryMiB: 256, vcpus: 1,
                                  image: GuestImage(kernel: "/k", initrd: "/i", hash: "h", kernelVersion: "v"),

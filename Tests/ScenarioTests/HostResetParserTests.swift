@@ -101,13 +101,13 @@ import Testing
           - boot: a
           - guest-flr: {device: vf, count: 2}
           - guest-device-reset: {device: "vf[1]"}
-          - guest-device-reset: {device: tty}
+          - guest-device-reset: {device: tty, method: pci}
           - migrate: {from: a, to: b, faults: [{guest-flr: {device: "vf[1]", mode: bound, loop: true}}]}
         """, file: "g.yaml")
         let actions = s.flattenedSteps.map(\.action)
         #expect(actions[1] == .guestFLR(device: "vf[0]", mode: .rebind, count: 2))
-        #expect(actions[2] == .guestDeviceReset(device: "vf[1]", count: 1))
-        #expect(actions[3] == .guestDeviceReset(device: "tty[0]", count: 1))
+        #expect(actions[2] == .guestDeviceReset(device: "vf[1]", method: .rebind, count: 1))
+        #expect(actions[3] == .guestDeviceReset(device: "tty[0]", method: .pci, count: 1))
         guard case let .migrate(m) = actions[4] else { Issue.record("migrate"); return }
         #expect(m.faults.first?.action == .guestFLR(device: "vf[1]", mode: .bound, loop: true))
     }
@@ -123,5 +123,28 @@ import Testing
         }
         #expect(errors("vf[2]").contains { $0.hasPrefix("g.yaml:9:") && $0.contains("`vf` has 2 functions (`vf[0]` to `vf[1]`)") })
         #expect(errors("gpu").contains { $0.contains("no device `gpu`") && $0.contains("`vf`") && $0.contains("`nic0`") })
+    }
+}
+
+@Suite struct GuestResetMethodTests {
+    @Test func aPCIResetInAStepOrAFaultAsksTheHostsToPassItOn() throws {
+        func scenario(_ steps: String) throws -> Scenario {
+            try ScenarioParser().parse("""
+                version: 1
+                name: r
+                guest: {memory_mib: 256, workload_mib: 64, devices: [], passthrough: [{name: tty, kind: mdev, type: mtty-2}]}
+                steps:
+                  - boot: a
+                \(steps)
+                expect: {migrations: failed}
+                """, file: "r.yaml")
+        }
+        #expect(try !scenario("  - guest-device-reset: {device: tty}").resetsDevicesFromTheGuest)
+        #expect(try scenario("  - guest-device-reset: {device: tty, method: pci}").resetsDevicesFromTheGuest)
+        let fault = try scenario("""
+              - migrate: {from: a, to: b, faults: [{guest-device-reset: {device: tty, method: pci, at: {iteration: 1}}}]}
+            """)
+        #expect(fault.resetsDevicesFromTheGuest)
+        #expect { try scenario("  - guest-device-reset: {device: tty, method: flr}") } throws: { "\($0)".contains("method") }
     }
 }
