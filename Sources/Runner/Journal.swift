@@ -229,11 +229,15 @@ public struct ExpectationRecord: Codable, Sendable, Equatable {
     public var observed: String
     /// pass | fail
     public var verdict: String
-    public init(what: String, expected: String, observed: String, pass: Bool? = nil) {
+    /// The step (index in the unrolled steps) the expectation belongs to; nil for the
+    /// scenario's own (memory, console, devices, where the guest ends up).
+    public var step: Int?
+    public init(what: String, expected: String, observed: String, pass: Bool? = nil, step: Int? = nil) {
         self.what = what
         self.expected = expected
         self.observed = observed
         self.verdict = (pass ?? (expected == observed)) ? "pass" : "fail"
+        self.step = step
     }
 }
 

@@ -181,6 +181,7 @@ extension ScenarioExecution {
         let proxySummary = proxy?.stop()
 
         var record: MigrationRecord
+        var detectionMs: Double?
         switch result {
         case .success:
             // The destination keeps the completed job's statistics (downtime, iterations).
@@ -226,7 +227,7 @@ extension ScenarioExecution {
             record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats.map(MigrationStats.init) ?? MigrationStats(),
                                      wallSeconds: wall, errorCode: lv?.code, errorDomain: lv?.domain,
                                      errorMessage: timedOut ? "step deadline reached, migration aborted: \(error)" : (lv?.message ?? "\(error)"))
-            if let f = firstFaultMs { failureDetectionMs.append(endMs - f) }
+            if let f = firstFaultMs { detectionMs = endMs - f }
         }
         migrationOutcomes.append(record.outcome)
         migrationRecords.append(record)
@@ -248,8 +249,12 @@ extension ScenarioExecution {
         }
 
         let guestFaultsHappened = try await afterMigration(m, faults: faults, outcome: record.outcome, source: src, destination: dst)
+        let expected = scenario.expectation(for: m)
+        var judgement = MigrationJudgement(step: stepIndex, expectation: expected, record: record, detectionMs: detectionMs)
+        if expected.guestOn != nil || expected.guestState != nil { judgement.guestAfter = locateGuest() }
+        migrationJudgements.append(judgement)
         if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within the step's deadline") }
-        return !streamUndamaged && guestFaultsHappened && record.outcome == scenario.expect.migrations.rawValue
+        return !streamUndamaged && guestFaultsHappened && record.outcome == expected.outcome.rawValue
     }
 
     /// A pause that also works in a cancelled task (Task.sleep would return at once there).

@@ -56,8 +56,8 @@ final class ScenarioExecution: @unchecked Sendable {
     /// For each completed migration, the VFIO bytes libvirt reported sent while the source still
     /// ran (its last pre-copy sample); nil where libvirt reports none.
     var precopyVFIOBytes: [UInt64?] = []
-    /// Milliseconds from the first fault to the end of a failed migration.
-    var failureDetectionMs: [Double] = []
+    /// Each migration's expectation and what it is judged on, in order.
+    var migrationJudgements: [MigrationJudgement] = []
     /// The last migration's hosts, for `expect.guest.on`.
     var lastMigration: (from: String, to: String)?
     /// The guest's devices (emulated and passed through) and how the guest tool finds them;
@@ -271,7 +271,7 @@ final class ScenarioExecution: @unchecked Sendable {
                 journal.record(finish)
                 if !keepGoing {
                     var note = event(.note)
-                    note.message = "the migration ended \(migrationOutcomes.last ?? "?"), not \(scenario.expect.migrations.rawValue) as expected; the remaining steps are skipped"
+                    note.message = "the migration ended \(migrationOutcomes.last ?? "?"), not \(migrationJudgements.last?.expectation.outcome.rawValue ?? "?") as expected; the remaining steps are skipped"
                     journal.record(note)
                     return
                 }
@@ -622,31 +622,7 @@ final class ScenarioExecution: @unchecked Sendable {
         let ex = scenario.expect
         if ex.vfioPrecopy == .sent { out.append(Self.vfioPrecopyExpectation(precopyVFIOBytes)) }
         if ex.hostKernel == .crashes || hostCrash != nil { out.append(Self.hostKernelExpectation(ex.hostKernel, crash: hostCrash)) }
-        if !migrationOutcomes.isEmpty {
-            let wanted = ex.migrations.rawValue
-            let observed = migrationOutcomes.allSatisfy { $0 == wanted } ? wanted
-                : migrationOutcomes.enumerated().map { "#\($0.offset + 1) \($0.element)" }.joined(separator: ", ")
-            out.append(ExpectationRecord(what: "migrations", expected: wanted, observed: observed))
-        }
-        let failed = migrationRecords.filter { $0.outcome != "completed" }
-        if let codes = ex.errorCodes {
-            let observed = failed.first?.errorCode
-            out.append(ExpectationRecord(what: "libvirt error code", expected: codes.map(String.init).joined(separator: " or "),
-                                         observed: failed.isEmpty ? "no failed migration" : observed.map(String.init) ?? "none",
-                                         pass: observed.map { codes.contains($0) } ?? false))
-        }
-        if let pattern = ex.errorMessage {
-            let message = failed.first?.errorMessage ?? ""
-            let matches = (try? Regex(pattern)).map { message.contains($0) } ?? false
-            out.append(ExpectationRecord(what: "libvirt error message", expected: "matches /\(pattern)/",
-                                         observed: message.isEmpty ? "no error" : message, pass: matches))
-        }
-        if let within = ex.failureDetectedWithinSeconds {
-            let worst = failureDetectionMs.max()
-            out.append(ExpectationRecord(what: "failure noticed within", expected: "\(within) s",
-                                         observed: worst.map { String(format: "%.1f s", $0 / 1000) } ?? "no failure",
-                                         pass: worst.map { $0 <= within * 1000 } ?? false))
-        }
+        for (i, j) in migrationJudgements.enumerated() { out += j.records(number: i + 1) }
         out += afterFailure
         if ex.guestOn != nil || ex.guestState != nil {
             let (host, state) = guestWhereabouts()
@@ -674,8 +650,11 @@ final class ScenarioExecution: @unchecked Sendable {
         return out
     }
 
-    /// Where the guest is now and its state, from libvirt (computed once, at the end).
-    lazy var whereabouts: (String?, String) = {
+    /// Where the guest is at the end and its state, from libvirt (computed once).
+    lazy var whereabouts: (String?, String) = locateGuest()
+
+    /// Where the guest is now and its state, from libvirt.
+    func locateGuest() -> (String?, String) {
         for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
             if let d = try? h.connection.domain(named: domainName), d.isActive {
                 let st = (try? d.state().state) ?? .noState
@@ -689,7 +668,7 @@ final class ScenarioExecution: @unchecked Sendable {
             }
         }
         return (nil, Expectations.GuestState.gone.rawValue)
-    }()
+    }
 
     func guestWhereabouts() -> (String?, String) { whereabouts }
 
@@ -734,5 +713,51 @@ func firstEvent<T: Sendable>(_ stream: AsyncStream<DomainEvent>, deadline: Conti
         let v = try await group.next() ?? nil
         group.cancelAll()
         return v
+    }
+}
+
+/// One migration held to its expectation (the step's own, or the scenario's defaults).
+struct MigrationJudgement {
+    var step: Int
+    var expectation: MigrationExpectation
+    var record: MigrationRecord
+    /// Milliseconds from the first fault to the end of the migration, when it failed after one.
+    var detectionMs: Double?
+    /// Host and state of the guest right after the migration (when the expectation asks).
+    var guestAfter: (host: String?, state: String)?
+
+    /// The expectation records of migration number `number` (1-based), each naming its step.
+    func records(number: Int) -> [ExpectationRecord] {
+        let ex = expectation
+        let what = "migration #\(number) (\(record.from) -> \(record.to))"
+        var out = [ExpectationRecord(what: what, expected: ex.outcome.rawValue, observed: record.outcome, step: step)]
+        let failed = record.outcome != "completed"
+        if let codes = ex.errorCodes {
+            out.append(ExpectationRecord(what: "\(what): libvirt error code", expected: codes.map(String.init).joined(separator: " or "),
+                                         observed: !failed ? "it did not fail" : record.errorCode.map(String.init) ?? "none",
+                                         pass: failed && record.errorCode.map { codes.contains($0) } == true, step: step))
+        }
+        if let pattern = ex.errorMessage {
+            let message = failed ? record.errorMessage ?? "" : ""
+            let matches = (try? Regex(pattern)).map { message.contains($0) } ?? false
+            out.append(ExpectationRecord(what: "\(what): libvirt error message", expected: "matches /\(pattern)/",
+                                         observed: message.isEmpty ? "no error" : message, pass: matches, step: step))
+        }
+        if let within = ex.failureDetectedWithinSeconds {
+            out.append(ExpectationRecord(what: "\(what): failure noticed within", expected: "\(within) s",
+                                         observed: detectionMs.map { String(format: "%.1f s", $0 / 1000) } ?? "no failure after a fault",
+                                         pass: detectionMs.map { $0 <= within * 1000 } ?? false, step: step))
+        }
+        if let on = ex.guestOn {
+            let want = on == .source ? record.from : record.to
+            let host = guestAfter?.host
+            out.append(ExpectationRecord(what: "\(what): guest runs on", expected: "\(on.rawValue) (\(want))",
+                                         observed: host.map { $0 == record.from ? "source (\($0))" : ($0 == record.to ? "destination (\($0))" : $0) } ?? "nowhere",
+                                         step: step))
+        }
+        if let st = ex.guestState {
+            out.append(ExpectationRecord(what: "\(what): guest state", expected: st.rawValue, observed: guestAfter?.state ?? "unknown", step: step))
+        }
+        return out
     }
 }

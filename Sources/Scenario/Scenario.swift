@@ -156,6 +156,8 @@ public struct Step: Sendable, Equatable, Codable {
         /// destination's mdevs: the next user gets what the failed resume left (a scenario that
         /// shows a driver crashing its host on that; the virtual VFIO hosts only).
         public var reuseMdevsAfterFailure = false
+        /// What this migration must show; nil takes the scenario's `expect`.
+        public var expect: MigrationExpectation?
         public init(from: String, to: String, bandwidthMiBps: Int? = nil, maxDowntimeMs: Int? = nil, suspend: Bool = false,
                     faults: [Fault] = [], corruptStream: StreamCorruption? = nil, corruptEveryMiB: Int = 1,
                     destinationChange: DestinationChange? = nil) {
@@ -190,6 +192,39 @@ public struct Step: Sendable, Equatable, Codable {
             self.times = times
             self.steps = steps
         }
+    }
+}
+
+/// What one migration must show: a `migrate` step's own `expect:`, or the scenario's defaults.
+public struct MigrationExpectation: Sendable, Equatable, Codable {
+    public var outcome: Expectations.MigrationOutcome
+    /// For a failed or aborted migration: libvirt's error code (any of these) and a pattern
+    /// (regular expression) its message matches.
+    public var errorCodes: [Int32]?
+    public var errorMessage: String?
+    /// A failing migration must end within this many seconds of the first fault.
+    public var failureDetectedWithinSeconds: Double?
+    /// Where the guest is right after this migration (source or destination), and its state.
+    public var guestOn: MigrationSide?
+    public var guestState: Expectations.GuestState?
+
+    public init(outcome: Expectations.MigrationOutcome = .completed, errorCodes: [Int32]? = nil, errorMessage: String? = nil,
+                failureDetectedWithinSeconds: Double? = nil, guestOn: MigrationSide? = nil, guestState: Expectations.GuestState? = nil) {
+        self.outcome = outcome
+        self.errorCodes = errorCodes
+        self.errorMessage = errorMessage
+        self.failureDetectedWithinSeconds = failureDetectedWithinSeconds
+        self.guestOn = guestOn
+        self.guestState = guestState
+    }
+}
+
+extension Scenario {
+    /// What migration step `m` must show: its own `expect:`, else the scenario's outcome, error
+    /// and detection time (the scenario's `guest:` is judged once, at the end).
+    public func expectation(for m: Step.Migrate) -> MigrationExpectation {
+        m.expect ?? MigrationExpectation(outcome: expect.migrations, errorCodes: expect.errorCodes, errorMessage: expect.errorMessage,
+                                         failureDetectedWithinSeconds: expect.failureDetectedWithinSeconds)
     }
 }
 

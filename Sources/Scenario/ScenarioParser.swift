@@ -130,31 +130,41 @@ struct NodeReader: YAMLNodeReading {
             if let v = em["memory"], let c = choice(v, key: "memory", as: Expectations.MemoryVerdict.self) { expect.memory = c }
             if let v = em["console"], let c = choice(v, key: "console", as: Expectations.ConsoleVerdict.self) { expect.console = c }
             if let v = em["devices"], let c = choice(v, key: "devices", as: Expectations.DeviceVerdict.self) { expect.devices = c }
-            if let v = em["failure_detected_within_s"] { expect.failureDetectedWithinSeconds = double(v, key: "failure_detected_within_s", range: 0.1...3600) }
-            if let v = em["error"], let err = mapping(v, context: "`expect.error`", allowed: ["code", "message"]) {
-                // `code: 9`, or `code: [1, 9]` where libvirt reports the same fault either way
-                // depending on which side notices it first.
-                if let c = err["code"] {
-                    if case let .sequence(seq) = c {
-                        expect.errorCodes = seq.compactMap { int($0, key: "code", range: 0...1000).map(Int32.init) }
-                    } else if let n = int(c, key: "code", range: 0...1000) {
-                        expect.errorCodes = [Int32(n)]
-                    }
-                }
-                if let msg = err["message"], let text = string(msg, key: "message") {
-                    if (try? Regex(text)) == nil { error(msg, "`message` is not a valid regular expression: `\(text)`") } else { expect.errorMessage = text }
-                }
-                if expect.migrations == .completed { error(v, "`expect.error` needs `migrations: failed` or `aborted`") }
-            }
-            if let v = em["guest"], let gm = mapping(v, context: "`expect.guest`", allowed: ["on", "state"]) {
-                if let on = gm["on"] { expect.guestOn = choice(on, key: "on", as: MigrationSide.self) }
-                if let st = gm["state"] { expect.guestState = choice(st, key: "state", as: Expectations.GuestState.self) }
-            }
+            var m = MigrationExpectation(outcome: expect.migrations)
+            migrationExpectation(em, outcomeKey: "migrations", into: &m)
+            (expect.errorCodes, expect.errorMessage, expect.failureDetectedWithinSeconds) = (m.errorCodes, m.errorMessage, m.failureDetectedWithinSeconds)
+            (expect.guestOn, expect.guestState) = (m.guestOn, m.guestState)
         }
         let scenario = Scenario(name: name ?? "", description: description, tags: tags, guest: guest, steps: steps,
                                 expect: expect, file: file)
         checkFlow(scenario, root: m["steps"] ?? root)
         return name == nil ? nil : scenario
+    }
+
+    /// The keys of an expectation about migrations, in a scenario's `expect` (outcome key
+    /// `migrations`, the default of every migration) and in a `migrate` step's (`outcome`).
+    mutating func migrationExpectation(_ em: [String: Node], outcomeKey: String, into ex: inout MigrationExpectation) {
+        if let v = em[outcomeKey], let c = choice(v, key: outcomeKey, as: Expectations.MigrationOutcome.self) { ex.outcome = c }
+        if let v = em["failure_detected_within_s"] { ex.failureDetectedWithinSeconds = double(v, key: "failure_detected_within_s", range: 0.1...3600) }
+        if let v = em["error"], let err = mapping(v, context: "`expect.error`", allowed: ["code", "message"]) {
+            // `code: 9`, or `code: [1, 9]` where libvirt reports the same fault either way
+            // depending on which side notices it first.
+            if let c = err["code"] {
+                if case let .sequence(seq) = c {
+                    ex.errorCodes = seq.compactMap { int($0, key: "code", range: 0...1000).map(Int32.init) }
+                } else if let n = int(c, key: "code", range: 0...1000) {
+                    ex.errorCodes = [Int32(n)]
+                }
+            }
+            if let msg = err["message"], let text = string(msg, key: "message") {
+                if (try? Regex(text)) == nil { error(msg, "`message` is not a valid regular expression: `\(text)`") } else { ex.errorMessage = text }
+            }
+            if ex.outcome == .completed { error(v, "`expect.error` needs `\(outcomeKey): failed` or `aborted`") }
+        }
+        if let v = em["guest"], let gm = mapping(v, context: "`expect.guest`", allowed: ["on", "state"]) {
+            if let on = gm["on"] { ex.guestOn = choice(on, key: "on", as: MigrationSide.self) }
+            if let st = gm["state"] { ex.guestState = choice(st, key: "state", as: Expectations.GuestState.self) }
+        }
     }
 
     mutating func stepList(_ node: Node, context: String) -> [Step] {
@@ -195,7 +205,7 @@ struct NodeReader: YAMLNodeReading {
             return Step(.restart(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
         case "migrate":
             guard let m = mapping(v, context: "`migrate`", allowed: ["from", "to", "bandwidth_mib_s", "max_downtime_ms", "suspend", "timeout_s",
-                                                                 "faults", "corrupt_stream", "destination", "reuse_mdevs_after_failure"],
+                                                                 "faults", "corrupt_stream", "destination", "reuse_mdevs_after_failure", "expect"],
                                   required: ["from", "to"]) else { return nil }
             let from = m["from"].flatMap { host($0, key: "from") }
             let to = m["to"].flatMap { host($0, key: "to") }
@@ -205,6 +215,13 @@ struct NodeReader: YAMLNodeReading {
             if let s = m["suspend"] { mig.suspend = bool(s, key: "suspend") ?? false }
             if let r = m["reuse_mdevs_after_failure"] { mig.reuseMdevsAfterFailure = bool(r, key: "reuse_mdevs_after_failure") ?? false }
             if let f = m["faults"] { mig.faults = faultList(f) }
+            // The step's own expectation: `outcome` (default completed), `error`,
+            // `failure_detected_within_s`, `guest` (where it is right after this migration).
+            if let e = m["expect"], let em = mapping(e, context: "`migrate.expect`", allowed: ["outcome", "error", "failure_detected_within_s", "guest"]) {
+                var ex = MigrationExpectation()
+                migrationExpectation(em, outcomeKey: "outcome", into: &ex)
+                mig.expect = ex
+            }
             if let c = m["corrupt_stream"], let cm = mapping(c, context: "`corrupt_stream`", allowed: ["mode", "every_mib"], required: ["mode"]) {
                 mig.corruptStream = cm["mode"].flatMap { choice($0, key: "mode", as: StreamCorruption.self) }
                 if let e = cm["every_mib"], let n = int(e, key: "every_mib", range: 1...100_000) { mig.corruptEveryMiB = n }
@@ -320,7 +337,8 @@ struct NodeReader: YAMLNodeReading {
             case let .migrate(m):
                 guard let h = at else { flowError("`migrate` before `boot`: boot the guest first"); continue }
                 if h != m.from { flowError("`migrate` from \(m.from), but the guest is on \(h) at this point") }
-                if scenario.expect.migrations == .completed { at = m.to }
+                // After a failed or aborted migration the guest is still on the source.
+                if scenario.expectation(for: m).outcome == .completed { at = m.to }
             case .verify:
                 if at == nil { flowError("`verify` before `boot`: boot the guest first") }
                 if case let .verify(v) = step.action, v.memory, scenario.guest.workloadMiB == 0 {

@@ -29,7 +29,7 @@ func scenarioFiles(_ paths: [String]) throws -> [String] {
             let e = FileManager.default.enumerator(atPath: p)
             var found: [String] = []
             while let f = e?.nextObject() as? String {
-                if f.hasSuffix(".yaml") || f.hasSuffix(".yml") { found.append("\(p)/\(f)") }
+                if f.hasSuffix(".yaml") || f.hasSuffix(".yml") { found.append((p as NSString).appendingPathComponent(f)) }
             }
             out += found.sorted()
         } else {
@@ -52,6 +52,52 @@ func parseScenarios(_ files: [String]) -> [Scenario]? {
         }
     }
     return ok ? scenarios : nil
+}
+
+/// `--tags` and `-k`, shared by `run` and `list`.
+struct SelectionOptions: ParsableArguments {
+    @Option(help: "Only scenarios whose tags match: comma-separated terms that must all hold, each a tag, !TAG or TAG|TAG (e.g. faults,!slow).")
+    var tags: String?
+    @Option(name: .customShort("k"), help: "Only scenarios whose name contains this (case-insensitive; repeatable: any of them).")
+    var names: [String] = []
+
+    func selection() throws -> ScenarioSelection {
+        do { return try ScenarioSelection(tags: tags, namePatterns: names) } catch {
+            throw ValidationError(error.description)
+        }
+    }
+}
+
+/// The parsed scenarios the selection takes; an empty selection is an error (a run of nothing
+/// must not pass).
+func selectedScenarios(_ paths: [String], _ options: SelectionOptions) throws -> [Scenario] {
+    let files = try scenarioFiles(paths)
+    let selection = try options.selection()
+    guard let scenarios = parseScenarios(files) else { throw ExitCode(ExitStatus.badInput) }
+    let chosen = scenarios.filter(selection.selects)
+    if chosen.isEmpty {
+        FileHandle.standardError.write(Data("no scenario in \(paths.joined(separator: " ")) matches\(options.tags.map { " --tags \($0)" } ?? "")\(options.names.map { " -k \($0)" }.joined()) (\(scenarios.count) read)\n".utf8))
+        throw ExitCode(ExitStatus.badInput)
+    }
+    return chosen
+}
+
+/// `miglab list`: the scenarios the paths hold (and a selection takes), with their tags.
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List scenarios with their tags; --tags and -k select as `run` does.")
+    @Argument(help: "Scenario files or folders.") var paths: [String]
+    @OptionGroup var selection: SelectionOptions
+
+    func run() throws {
+        let scenarios = try selectedScenarios(paths, selection)
+        let tags = scenarios.map { $0.tags.isEmpty ? "-" : $0.tags.joined(separator: ",") }
+        let nameWidth = scenarios.map(\.name.count).max() ?? 0, tagWidth = tags.map(\.count).max() ?? 0
+        for (s, t) in zip(scenarios, tags) {
+            print(s.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  "
+                  + t.padding(toLength: tagWidth, withPad: " ", startingAt: 0) + "  " + s.file)
+        }
+    }
 }
 
 struct ValidateCommand: ParsableCommand {
@@ -80,11 +126,11 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Run on a QEMU older than 10 (results are not trustworthy).") var allowOldQemu = false
     @Flag(help: "Debug logging.") var verbose = false
     @Flag(help: .hidden) var disableMemoryOracle = false
+    @OptionGroup var selection: SelectionOptions
 
     func run() async throws {
         bootstrapLogging(verbose: verbose)
-        let files = try scenarioFiles(paths)
-        guard let scenarios = parseScenarios(files) else { throw ExitCode(ExitStatus.badInput) }
+        let scenarios = try selectedScenarios(paths, selection)
         if dryRun {
             guard let lab else {
                 FileHandle.standardError.write(Data("--dry-run plans passthrough devices from a lab file: give --lab FILE\n".utf8))

@@ -16,7 +16,7 @@ extension BuiltinLabTests {
         let dir = NSTemporaryDirectory() + "miglab-library-\(UUID().uuidString)"
         // scenarios/hardware needs hardware nodes.
         let r = try Smoke.run(["run", "scenarios/smoke.yaml", "scenarios/pingpong.yaml", "scenarios/faults", "scenarios/devices",
-                               "--artifacts", dir, "--json", dir + ".json"])
+                               "scenarios/recovery", "--artifacts", dir, "--json", dir + ".json"])
         #expect(r.status == 0, "miglab run scenarios failed:\n\(r.out)\n\(r.err)")
         let json = try results(dir + ".json")
         let scenarios = try #require(json["scenarios"] as? [[String: Any]])
@@ -25,7 +25,8 @@ extension BuiltinLabTests {
                          "kill-libvirtd-source", "kill-libvirtd-destination", "network-partition",
                          "corrupt-stream-header", "corrupt-stream-payload", "mismatched-destination",
                          "guest-flr-loop", "guest-flr-bound", "guest-device-reset", "convergence",
-                         "serial-loopback", "broken-devices"] {
+                         "serial-loopback", "broken-devices",
+                         "abort-then-retry", "kill-destination-then-pingpong", "failed-migration-then-device-check"] {
             #expect(names.contains(required), "scenario \(required) did not run")
         }
         for s in scenarios {
@@ -41,6 +42,12 @@ extension BuiltinLabTests {
         let fired = try #require(fault["fired_at_ms"] as? Double)
         #expect(fired >= 1500)
         #expect(fault["stats"] != nil)
+        // Per-step expectations: the aborted migration and its retry are each judged, by step.
+        let retry = try #require(scenarios.first { $0["name"] as? String == "abort-then-retry" })
+        let judged = ((retry["expectations"] as? [[String: Any]]) ?? []).filter { ($0["what"] as? String)?.hasPrefix("migration #") == true }
+        #expect(judged.contains { $0["what"] as? String == "migration #1 (a -> b)" && $0["expected"] as? String == "aborted" && $0["step"] as? Int == 1 }, "\(judged)")
+        #expect(judged.contains { $0["what"] as? String == "migration #2 (a -> b)" && $0["expected"] as? String == "completed" && $0["step"] as? Int == 3 }, "\(judged)")
+        #expect((retry["migrations"] as? [[String: Any]])?.map { $0["outcome"] as? String } == ["aborted", "completed"])
         // The negative control: QEMU accepted the damaged stream, the oracle caught it.
         let payload = try #require(scenarios.first { $0["name"] as? String == "corrupt-stream-payload" })
         #expect((payload["migrations"] as? [[String: Any]])?.first?["outcome"] as? String == "completed")
