@@ -21,6 +21,25 @@ public struct Scenario: Sendable, Equatable, Codable {
         self.file = file
     }
 
+    /// At most this many steps, repeats unrolled, in one scenario.
+    public static let maxSteps = 10_000
+
+    /// How many steps `flattenedSteps` has, counted without unrolling (saturating at Int.max).
+    public var unrolledStepCount: Int {
+        func count(_ steps: [Step]) -> Int {
+            steps.reduce(0) { total, step in
+                var n = 1
+                if case let .repeat(r) = step.action {
+                    let (p, o) = r.times.multipliedReportingOverflow(by: count(r.steps))
+                    n = o ? Int.max : p
+                }
+                let (sum, o) = total.addingReportingOverflow(n)
+                return o ? Int.max : sum
+            }
+        }
+        return count(steps)
+    }
+
     /// Steps with every `repeat` unrolled, in the order they run.
     public var flattenedSteps: [Step] {
         func flatten(_ steps: [Step]) -> [Step] {

@@ -26,7 +26,25 @@ public struct ScenarioParser {
 
     public init() {}
 
+    /// The one scenario of a file without a matrix.
     public func parse(file path: String) throws(ScenarioErrors) -> Scenario {
+        try single(scenarios(file: path), file: path)
+    }
+
+    public func parse(_ text: String, file: String) throws(ScenarioErrors) -> Scenario {
+        try single(scenarios(text, file: file), file: file)
+    }
+
+    func single(_ scenarios: [Scenario], file: String) throws(ScenarioErrors) -> Scenario {
+        guard scenarios.count == 1 else {
+            throw ScenarioErrors(diagnostics: [Diagnostic(location: SourceLocation(file: file, line: 1, column: 1),
+                                                          message: "the file declares a matrix of \(scenarios.count) combinations, not one scenario")])
+        }
+        return scenarios[0]
+    }
+
+    /// The file's scenarios: one, or one per combination of its matrix.
+    public func scenarios(file path: String) throws(ScenarioErrors) -> [Scenario] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ScenarioErrors(diagnostics: [Diagnostic(location: SourceLocation(file: path, line: 0, column: 0),
                                                           message: "cannot read the file (does it exist, is it readable?)")])
@@ -35,10 +53,13 @@ public struct ScenarioParser {
             throw ScenarioErrors(diagnostics: [Diagnostic(location: SourceLocation(file: path, line: 1, column: 1),
                                                           message: "the file is not UTF-8 text")])
         }
-        return try parse(text, file: path)
+        return try scenarios(text, file: path)
     }
 
-    public func parse(_ text: String, file: String) throws(ScenarioErrors) -> Scenario {
+    /// At most this many steps, repeats unrolled, in all the scenarios of one file.
+    public static let maxStepsPerFile = 20_000
+
+    public func scenarios(_ text: String, file: String) throws(ScenarioErrors) -> [Scenario] {
         var reader = NodeReader(file: file)
         let root: Node
         do {
@@ -52,11 +73,49 @@ public struct ScenarioParser {
         } catch {
             throw ScenarioErrors(diagnostics: [reader.yamlDiagnostic(error)])
         }
-        let scenario = reader.scenario(root)
-        if !reader.diagnostics.isEmpty || scenario == nil {
+        guard let matrixNode = root.mapping?["matrix"] else {
+            if let exclude = root.mapping?["exclude"] {
+                reader.error(exclude, "`exclude` removes combinations of a `matrix`; the scenario has none")
+            }
+            let scenario = reader.scenario(root)
+            if !reader.diagnostics.isEmpty || scenario == nil {
+                throw ScenarioErrors(diagnostics: reader.diagnostics)
+            }
+            return [scenario!]
+        }
+        guard let matrix = ScenarioMatrix.read(matrix: matrixNode, exclude: root.mapping?["exclude"], reader: &reader) else {
             throw ScenarioErrors(diagnostics: reader.diagnostics)
         }
-        return scenario!
+        let combinations = matrix.combinations
+        if combinations.isEmpty {
+            reader.error(matrixNode, "`exclude` removes every combination of the matrix")
+            throw ScenarioErrors(diagnostics: reader.diagnostics)
+        }
+        // Each combination is read on its own; an error that every combination has is
+        // reported once, under the first.
+        var out: [Scenario] = []
+        var diagnostics: [Diagnostic] = []
+        var seen = Set<String>()
+        var steps = 0
+        for combo in combinations {
+            var r = NodeReader(file: file)
+            r.nameSuffix = combo.suffix
+            let expanded = ScenarioMatrix.expand(root, with: combo, axes: matrix.axes.map(\.name), reader: &r)
+            let scenario = r.scenario(expanded)
+            for d in r.diagnostics where seen.insert("\(d.location)|\(d.message)").inserted {
+                diagnostics.append(Diagnostic(location: d.location, message: "in combination \(combo.suffix): \(d.message)"))
+            }
+            if let s = scenario, r.diagnostics.isEmpty {
+                out.append(s)
+                steps += s.unrolledStepCount
+            }
+        }
+        if steps > Self.maxStepsPerFile {
+            diagnostics.append(Diagnostic(location: reader.location(matrixNode),
+                                          message: "the matrix's \(combinations.count) combinations have \(steps) steps in all (repeats unrolled); at most \(Self.maxStepsPerFile) per file"))
+        }
+        if !diagnostics.isEmpty { throw ScenarioErrors(diagnostics: diagnostics) }
+        return out
     }
 }
 
@@ -64,6 +123,8 @@ public struct ScenarioParser {
 struct NodeReader: YAMLNodeReading {
     let file: String
     var diagnostics: [Diagnostic] = []
+    /// A matrix combination's `[axis=value,...]`, appended to the scenario's name.
+    var nameSuffix = ""
 
     mutating func host(_ node: Node, key: String) -> String? {
         guard let s = string(node, key: key) else { return nil }
@@ -77,7 +138,8 @@ struct NodeReader: YAMLNodeReading {
     // MARK: the format
 
     mutating func scenario(_ root: Node) -> Scenario? {
-        guard let m = mapping(root, context: "the scenario", allowed: ["version", "name", "description", "tags", "guest", "steps", "expect"],
+        guard let m = mapping(root, context: "the scenario", allowed: ["version", "name", "description", "tags", "guest", "steps", "expect",
+                                                                      "matrix", "exclude"],
                               required: ["name", "steps"]) else { return nil }
         if let v = m["version"], let n = int(v, key: "version", range: 1...1000), n != ScenarioParser.formatVersion {
             error(v, "this miglab reads scenario format version \(ScenarioParser.formatVersion); the file says \(n)")
@@ -135,8 +197,14 @@ struct NodeReader: YAMLNodeReading {
             (expect.errorCodes, expect.errorMessage, expect.failureDetectedWithinSeconds) = (m.errorCodes, m.errorMessage, m.failureDetectedWithinSeconds)
             (expect.guestOn, expect.guestState) = (m.guestOn, m.guestState)
         }
-        let scenario = Scenario(name: name ?? "", description: description, tags: tags, guest: guest, steps: steps,
+        let scenario = Scenario(name: (name ?? "") + nameSuffix, description: description, tags: tags, guest: guest, steps: steps,
                                 expect: expect, file: file)
+        // Counted without unrolling: nested repeats can multiply past any memory.
+        let count = scenario.unrolledStepCount
+        if count > Scenario.maxSteps {
+            error(m["steps"] ?? root, "the steps unroll to \(count == Int.max ? "too many" : String(count)) steps (repeats multiplied out); at most \(Scenario.maxSteps)")
+            return nil
+        }
         checkFlow(scenario, root: m["steps"] ?? root)
         return name == nil ? nil : scenario
     }

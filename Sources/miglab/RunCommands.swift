@@ -45,7 +45,7 @@ func parseScenarios(_ files: [String]) -> [Scenario]? {
     var ok = true
     for f in files {
         do {
-            scenarios.append(try ScenarioParser().parse(file: f))
+            scenarios.append(contentsOf: try ScenarioParser().scenarios(file: f))
         } catch {
             ok = false
             FileHandle.standardError.write(Data("\(error)\n".utf8))

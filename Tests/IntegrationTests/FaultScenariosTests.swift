@@ -16,7 +16,8 @@ extension BuiltinLabTests {
         let dir = NSTemporaryDirectory() + "miglab-library-\(UUID().uuidString)"
         // scenarios/hardware needs hardware nodes.
         let r = try Smoke.run(["run", "scenarios/smoke.yaml", "scenarios/pingpong.yaml", "scenarios/faults", "scenarios/devices",
-                               "scenarios/recovery", "--artifacts", dir, "--json", dir + ".json"])
+                               "scenarios/recovery", "scenarios/matrix", "--artifacts", dir, "--json", dir + ".json",
+                               "--junit", dir + ".xml"])
         #expect(r.status == 0, "miglab run scenarios failed:\n\(r.out)\n\(r.err)")
         let json = try results(dir + ".json")
         let scenarios = try #require(json["scenarios"] as? [[String: Any]])
@@ -42,6 +43,12 @@ extension BuiltinLabTests {
         let fired = try #require(fault["fired_at_ms"] as? Double)
         #expect(fired >= 1500)
         #expect(fault["stats"] != nil)
+        // The matrix: every combination not excluded ran as its own scenario and JUnit testcase.
+        let combinations = ["bandwidth-by-model[bandwidth=50,model=virtio-net]", "bandwidth-by-model[bandwidth=500,model=virtio-net]",
+                            "bandwidth-by-model[bandwidth=500,model=e1000e]"]
+        #expect(scenarios.compactMap { $0["name"] as? String }.filter { $0.hasPrefix("bandwidth-by-model") } == combinations)
+        let junit = try String(contentsOfFile: dir + ".xml", encoding: .utf8)
+        for c in combinations { #expect(junit.contains("name=\"\(c)\""), "\(c) is no JUnit testcase") }
         // Per-step expectations: the aborted migration and its retry are each judged, by step.
         let retry = try #require(scenarios.first { $0["name"] as? String == "abort-then-retry" })
         let judged = ((retry["expectations"] as? [[String: Any]]) ?? []).filter { ($0["what"] as? String)?.hasPrefix("migration #") == true }
