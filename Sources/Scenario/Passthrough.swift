@@ -93,8 +93,6 @@ public struct PassthroughRequirement: Sendable, Equatable, Codable {
 }
 
 extension NodeReader {
-    static let passthroughKeys = ["name", "kind", "driver", "vendor_device", "type", "count", "managed"]
-
     /// `guest.passthrough`: a list of requirements.
     mutating func passthrough(_ node: Node) -> [PassthroughRequirement] {
         guard case let .sequence(seq) = node else {
@@ -115,8 +113,7 @@ extension NodeReader {
     }
 
     mutating func passthroughRequirement(_ node: Node) -> PassthroughRequirement? {
-        guard let m = mapping(node, context: "a passthrough requirement", allowed: Self.passthroughKeys,
-                              required: ["name", "kind"]) else { return nil }
+        guard let m = mapping(node, format: ScenarioFormat.passthrough) else { return nil }
         let name = m["name"].flatMap { host($0, key: "name") }
         let kind = m["kind"].flatMap { choice($0, key: "kind", as: PassthroughRequirement.Kind.self) }
         let count = m["count"].flatMap { int($0, key: "count", range: 1...PassthroughRequirement.maximumCount) }

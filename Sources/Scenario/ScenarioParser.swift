@@ -138,9 +138,7 @@ struct NodeReader: YAMLNodeReading {
     // MARK: the format
 
     mutating func scenario(_ root: Node) -> Scenario? {
-        guard let m = mapping(root, context: "the scenario", allowed: ["version", "name", "description", "tags", "guest", "steps", "expect",
-                                                                      "matrix", "exclude"],
-                              required: ["name", "steps"]) else { return nil }
+        guard let m = mapping(root, format: ScenarioFormat.scenario) else { return nil }
         if let v = m["version"], let n = int(v, key: "version", range: 1...1000), n != ScenarioParser.formatVersion {
             error(v, "this miglab reads scenario format version \(ScenarioParser.formatVersion); the file says \(n)")
         }
@@ -158,7 +156,7 @@ struct NodeReader: YAMLNodeReading {
             }
         }
         var guest = GuestSpec()
-        if let g = m["guest"], let gm = mapping(g, context: "`guest`", allowed: ["memory_mib", "vcpus", "workload_mib", "devices", "passthrough"]) {
+        if let g = m["guest"], let gm = mapping(g, format: ScenarioFormat.guest) {
             if let d = gm["devices"] { guest.devices = devices(d) }
             if let p = gm["passthrough"] { guest.passthrough = passthrough(p) }
             if let v = gm["memory_mib"], let n = int(v, key: "memory_mib", range: 64...65536) { guest.memoryMiB = n }
@@ -176,8 +174,7 @@ struct NodeReader: YAMLNodeReading {
         if let s = m["steps"] { steps = stepList(s, context: "`steps`") }
         checkMdevTypeChanges(steps)
         var expect = Expectations()
-        if let e = m["expect"], let em = mapping(e, context: "`expect`", allowed: ["migrations", "memory", "console", "devices", "error", "guest", "failure_detected_within_s",
-                                                                             "destination_after_failure", "host_kernel", "vfio_precopy"]) {
+        if let e = m["expect"], let em = mapping(e, format: ScenarioFormat.expect) {
             if let v = em["vfio_precopy"], let c = choice(v, key: "vfio_precopy", as: Expectations.VFIOPrecopyVerdict.self) { expect.vfioPrecopy = c }
             if let v = em["host_kernel"], let c = choice(v, key: "host_kernel", as: Expectations.HostKernelVerdict.self) {
                 expect.hostKernel = c
@@ -214,7 +211,7 @@ struct NodeReader: YAMLNodeReading {
     mutating func migrationExpectation(_ em: [String: Node], outcomeKey: String, into ex: inout MigrationExpectation) {
         if let v = em[outcomeKey], let c = choice(v, key: outcomeKey, as: Expectations.MigrationOutcome.self) { ex.outcome = c }
         if let v = em["failure_detected_within_s"] { ex.failureDetectedWithinSeconds = double(v, key: "failure_detected_within_s", range: 0.1...3600) }
-        if let v = em["error"], let err = mapping(v, context: "`expect.error`", allowed: ["code", "message"]) {
+        if let v = em["error"], let err = mapping(v, format: ScenarioFormat.expect.object("error")) {
             // `code: 9`, or `code: [1, 9]` where libvirt reports the same fault either way
             // depending on which side notices it first.
             if let c = err["code"] {
@@ -229,7 +226,7 @@ struct NodeReader: YAMLNodeReading {
             }
             if ex.outcome == .completed { error(v, "`expect.error` needs `\(outcomeKey): failed` or `aborted`") }
         }
-        if let v = em["guest"], let gm = mapping(v, context: "`expect.guest`", allowed: ["on", "state"]) {
+        if let v = em["guest"], let gm = mapping(v, format: ScenarioFormat.expect.object("guest")) {
             if let on = gm["on"] { ex.guestOn = choice(on, key: "on", as: MigrationSide.self) }
             if let st = gm["state"] { ex.guestState = choice(st, key: "state", as: Expectations.GuestState.self) }
         }
@@ -244,9 +241,8 @@ struct NodeReader: YAMLNodeReading {
         return seq.compactMap { step($0) }
     }
 
-    static let stepKinds = ["boot", "restart", "migrate", "verify", "repeat", "guest-flr", "guest-device-reset", "host-flr", "host-device-reset"]
-    static let faultKinds = ["guest-flr", "guest-device-reset", "guest-scratch-write", "abort", "kill-qemu", "kill-libvirtd", "network-partition", "set-max-downtime",
-                             "host-flr", "host-device-reset"]
+    static let stepKinds = ScenarioFormat.steps.names
+    static let faultKinds = ScenarioFormat.faults.names
 
     mutating func step(_ node: Node) -> Step? {
         guard let map = node.mapping, map.count == 1, let (k, v) = map.first.map({ ($0.key, $0.value) }) else {
@@ -262,19 +258,17 @@ struct NodeReader: YAMLNodeReading {
         case "boot":
             // `boot: a` or `boot: {on: a, timeout_s: 120}`
             if case .scalar = v { return host(v, key: "boot").map { Step(.boot(.init(host: $0)), location: loc) } }
-            guard let m = mapping(v, context: "`boot`", allowed: ["on", "timeout_s"], required: ["on"]) else { return nil }
+            guard let m = mapping(v, format: ScenarioFormat.steps.object("boot")) else { return nil }
             guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
             return Step(.boot(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
         case "restart":
             // `restart: b` or `restart: {on: b, timeout_s: 120}`
             if case .scalar = v { return host(v, key: "restart").map { Step(.restart(.init(host: $0)), location: loc) } }
-            guard let m = mapping(v, context: "`restart`", allowed: ["on", "timeout_s"], required: ["on"]) else { return nil }
+            guard let m = mapping(v, format: ScenarioFormat.steps.object("restart")) else { return nil }
             guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
             return Step(.restart(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
         case "migrate":
-            guard let m = mapping(v, context: "`migrate`", allowed: ["from", "to", "bandwidth_mib_s", "max_downtime_ms", "suspend", "timeout_s",
-                                                                 "faults", "corrupt_stream", "destination", "reuse_mdevs_after_failure", "expect"],
-                                  required: ["from", "to"]) else { return nil }
+            guard let m = mapping(v, format: ScenarioFormat.migrate) else { return nil }
             let from = m["from"].flatMap { host($0, key: "from") }
             let to = m["to"].flatMap { host($0, key: "to") }
             var mig = Step.Migrate(from: from ?? "", to: to ?? "")
@@ -285,17 +279,17 @@ struct NodeReader: YAMLNodeReading {
             if let f = m["faults"] { mig.faults = faultList(f) }
             // The step's own expectation: `outcome` (default completed), `error`,
             // `failure_detected_within_s`, `guest` (where it is right after this migration).
-            if let e = m["expect"], let em = mapping(e, context: "`migrate.expect`", allowed: ["outcome", "error", "failure_detected_within_s", "guest"]) {
+            if let e = m["expect"], let em = mapping(e, format: ScenarioFormat.migrationExpectation) {
                 var ex = MigrationExpectation()
                 migrationExpectation(em, outcomeKey: "outcome", into: &ex)
                 mig.expect = ex
             }
-            if let c = m["corrupt_stream"], let cm = mapping(c, context: "`corrupt_stream`", allowed: ["mode", "every_mib"], required: ["mode"]) {
+            if let c = m["corrupt_stream"], let cm = mapping(c, format: ScenarioFormat.corruptStream) {
                 mig.corruptStream = cm["mode"].flatMap { choice($0, key: "mode", as: StreamCorruption.self) }
                 if let e = cm["every_mib"], let n = int(e, key: "every_mib", range: 1...100_000) { mig.corruptEveryMiB = n }
             }
-            if let d = m["destination"], let dm = mapping(d, context: "`destination`", allowed: ["change_model", "remove_device", "mdev_type"]) {
-                if let cm = dm["change_model"], let c = mapping(cm, context: "`change_model`", allowed: ["device", "model"], required: ["device", "model"]),
+            if let d = m["destination"], let dm = mapping(d, format: ScenarioFormat.destination) {
+                if let cm = dm["change_model"], let c = mapping(cm, format: ScenarioFormat.destination.object("change_model")),
                    let dev = c["device"].flatMap({ device($0, key: "device") }),
                    let model = c["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) {
                     if deviceModels[dev]?.isNetwork == true && model.isNetwork {
@@ -309,7 +303,7 @@ struct NodeReader: YAMLNodeReading {
                         error(r, "`remove_device` removes a NIC from the destination's definition; `\(dev)` is a \(deviceModels[dev]?.rawValue ?? "?")")
                     }
                 }
-                if let cm = dm["mdev_type"], let c = mapping(cm, context: "`mdev_type`", allowed: ["device", "type"], required: ["device", "type"]),
+                if let cm = dm["mdev_type"], let c = mapping(cm, format: ScenarioFormat.destination.object("mdev_type")),
                    let dev = c["device"].flatMap({ string($0, key: "device") }), let type = c["type"].flatMap({ string($0, key: "type") }) {
                     if let r = passthroughByName[dev], r.kind == .mdev {
                         if r.mdevType == type {
@@ -327,13 +321,13 @@ struct NodeReader: YAMLNodeReading {
             guard from != nil, to != nil else { return nil }
             return Step(.migrate(mig), timeoutSeconds: timeout(m), location: loc)
         case "guest-flr":
-            guard let m = mapping(v, context: "`guest-flr`", allowed: ["device", "mode", "count", "timeout_s"], required: ["device"]),
+            guard let m = mapping(v, format: ScenarioFormat.steps.object("guest-flr")),
                   let dev = m["device"].flatMap({ flrDevice($0) }) else { return nil }
             let mode = m["mode"].flatMap { choice($0, key: "mode", as: Fault.FLRMode.self) } ?? .rebind
             let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
             return Step(.guestFLR(device: dev, mode: mode, count: count), timeoutSeconds: timeout(m), location: loc)
         case "guest-device-reset":
-            guard let m = mapping(v, context: "`guest-device-reset`", allowed: ["device", "method", "count", "timeout_s"], required: ["device"]),
+            guard let m = mapping(v, format: ScenarioFormat.steps.object("guest-device-reset")),
                   let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else { return nil }
             let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
             let method = m["method"].flatMap { choice($0, key: "method", as: Fault.DeviceResetMethod.self) } ?? .rebind
@@ -342,7 +336,7 @@ struct NodeReader: YAMLNodeReading {
             // `host-flr: vf` or `host-flr: {device: vf, timeout_s: 30}`
             let method: Fault.HostResetMethod = kind == "host-flr" ? .flr : .nodeDevice
             if case .scalar = v { return passthroughDevice(v, key: kind).map { Step(.hostReset(device: $0, method: method), location: loc) } }
-            guard let m = mapping(v, context: "`\(kind)`", allowed: ["device", "timeout_s"], required: ["device"]),
+            guard let m = mapping(v, context: "`\(kind)`", format: ScenarioFormat.steps.object(kind)),
                   let dev = m["device"].flatMap({ passthroughDevice($0, key: "device") }) else { return nil }
             return Step(.hostReset(device: dev, method: method), timeoutSeconds: timeout(m), location: loc)
         case "verify":
@@ -354,7 +348,7 @@ struct NodeReader: YAMLNodeReading {
             case .scalar: names = [v]
             case let .sequence(s): names = Array(s)
             default:
-                guard let m = mapping(v, context: "`verify`", allowed: ["memory", "console", "devices", "timeout_s"]) else { return nil }
+                guard let m = mapping(v, format: ScenarioFormat.steps.object("verify")) else { return nil }
                 ver.memory = m["memory"].flatMap { bool($0, key: "memory") } ?? false
                 ver.console = m["console"].flatMap { bool($0, key: "console") } ?? false
                 ver.devices = m["devices"].flatMap { bool($0, key: "devices") } ?? false
@@ -371,12 +365,16 @@ struct NodeReader: YAMLNodeReading {
             }
             if !ver.memory && !ver.console && !ver.devices { error(v, "`verify` checks nothing; name `memory`, `console` or `devices`") }
             return Step(.verify(ver), timeoutSeconds: stepTimeout, location: loc)
-        default: // repeat
-            guard let m = mapping(v, context: "`repeat`", allowed: ["times", "steps"], required: ["times", "steps"]) else { return nil }
+        case "repeat":
+            guard let m = mapping(v, format: ScenarioFormat.steps.object("repeat")) else { return nil }
             let times = m["times"].flatMap { int($0, key: "times", range: 1...10_000) }
             let inner = m["steps"].map { stepList($0, context: "`repeat.steps`") } ?? []
             guard let times else { return nil }
             return Step(.repeat(.init(times: times, steps: inner)), location: loc)
+        default:
+            // A kind in ScenarioFormat.steps that this switch does not read: a miglab bug, said so.
+            error(k, "miglab cannot read step kind `\(kind)` yet (it is in the format but has no reader); please report it")
+            return nil
         }
     }
 
@@ -473,7 +471,7 @@ struct NodeReader: YAMLNodeReading {
         }
         var out: [GuestDevice] = []
         for item in seq {
-            guard let m = mapping(item, context: "a device", allowed: ["name", "model", "link", "loopback"], required: ["name", "model"]),
+            guard let m = mapping(item, format: ScenarioFormat.guestDevice),
                   let name = m["name"].flatMap({ host($0, key: "name") }),
                   let model = m["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) else { continue }
             if out.contains(where: { $0.name == name }) { error(item, "device name `\(name)` is used twice") }
@@ -554,18 +552,9 @@ struct NodeReader: YAMLNodeReading {
             error(k, "unknown fault kind \(describe(k)); known: \(Self.faultKinds.joined(separator: ", "))")
             return nil
         }
-        var allowed = ["at", "every_ms"]
-        switch kind {
-        case "guest-flr": allowed += ["device", "mode", "loop"]
-        case "guest-device-reset": allowed += ["device", "method", "loop"]
-        case "guest-scratch-write": allowed += ["device"]
-        case "abort", "kill-qemu", "kill-libvirtd": allowed += ["side"]
-        case "network-partition": allowed += ["mode", "duration_ms"]
-        case "host-flr", "host-device-reset": allowed += ["device", "side"]
-        default: allowed += ["max_downtime_ms"]
-        }
         let empty = Node.mapping(Node.Mapping([]))
-        guard let m = mapping(v.scalar?.string.isEmpty == true ? empty : v, context: "`\(kind)`", allowed: allowed) else { return nil }
+        // Each fault says below what it misses, in its own words.
+        guard let m = mapping(v.scalar?.string.isEmpty == true ? empty : v, format: ScenarioFormat.faults.object(kind), requireKeys: false) else { return nil }
         let trigger = m["at"].flatMap { self.trigger($0) } ?? .afterMs(0)
         let every = m["every_ms"].flatMap { int($0, key: "every_ms", range: 10...3_600_000) }
         let side = m["side"].flatMap { choice($0, key: "side", as: MigrationSide.self) }
@@ -604,18 +593,21 @@ struct NodeReader: YAMLNodeReading {
                 return nil
             }
             action = .hostReset(device: dev, method: kind == "host-flr" ? .flr : .nodeDevice, side: side ?? .source)
-        default:
+        case "set-max-downtime":
             guard let ms = m["max_downtime_ms"].flatMap({ int($0, key: "max_downtime_ms", range: 1...3_600_000) }) else {
                 if m["max_downtime_ms"] == nil { error(v, "`set-max-downtime` needs `max_downtime_ms`") }
                 return nil
             }
             action = .setMaxDowntime(ms: ms)
+        default:
+            error(k, "miglab cannot read fault kind `\(kind)` yet (it is in the format but has no reader); please report it")
+            return nil
         }
         return Fault(action, trigger: trigger, everyMs: every, location: location(k))
     }
 
     mutating func trigger(_ node: Node) -> Trigger? {
-        guard let m = mapping(node, context: "`at`", allowed: ["after_ms", "iteration", "remaining_below_mib", "remaining_below_fraction"]) else { return nil }
+        guard let m = mapping(node, format: ScenarioFormat.trigger) else { return nil }
         guard m.count == 1 else {
             error(node, "`at` takes exactly one condition: after_ms, iteration, remaining_below_mib or remaining_below_fraction")
             return nil

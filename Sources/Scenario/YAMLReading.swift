@@ -61,6 +61,12 @@ extension YAMLNodeReading {
         return out
     }
 
+    /// `mapping` with the keys of a format object (its title names it in messages);
+    /// `requireKeys: false` leaves missing keys to the caller's own message.
+    mutating func mapping(_ node: Node, context: String? = nil, format: FormatObject, requireKeys: Bool = true) -> [String: Node]? {
+        mapping(node, context: context ?? format.title, allowed: format.allowed, required: requireKeys ? format.required : [])
+    }
+
     public func describe(_ node: Node) -> String {
         switch node {
         case .scalar(let s): return s.string.isEmpty ? "an empty value" : "`\(s.string)`"

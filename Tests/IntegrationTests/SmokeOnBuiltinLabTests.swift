@@ -26,6 +26,11 @@ extension BuiltinLabTests {
     /// waitUntilExit has left a finished child unreaped here (a zombie) and the test waiting
     /// forever, and a pipe read to its end would wait for any process that inherited it.
     static func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        try spawn([miglab] + args)
+    }
+
+    /// Runs any program in the repository root, the same way.
+    static func spawn(_ command: [String]) throws -> (status: Int32, out: String, err: String) {
         let base = NSTemporaryDirectory() + "miglab-cmd-\(UUID().uuidString)"
         defer { for f in [".out", ".err"] { try? FileManager.default.removeItem(atPath: base + f) } }
         var actions = posix_spawn_file_actions_t()
@@ -36,7 +41,7 @@ extension BuiltinLabTests {
         posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         // `env -C` runs it in the repository root (glibc's posix_spawn chdir action is not
         // visible to Swift here).
-        let argv = (["/usr/bin/env", "-C", root, miglab] + args).map { strdup($0) } + [nil]
+        let argv = (["/usr/bin/env", "-C", root] + command).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
