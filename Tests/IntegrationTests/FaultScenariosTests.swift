@@ -44,8 +44,8 @@ extension BuiltinLabTests {
         #expect(fired >= 1500)
         #expect(fault["stats"] != nil)
         // The matrix: every combination not excluded ran as its own scenario and JUnit testcase.
-        let combinations = ["bandwidth-by-model[bandwidth=50,model=virtio-net]", "bandwidth-by-model[bandwidth=500,model=virtio-net]",
-                            "bandwidth-by-model[bandwidth=500,model=e1000e]"]
+        let combinations = ["bandwidth-by-model[bandwidth=100,model=virtio-net]", "bandwidth-by-model[bandwidth=1000,model=virtio-net]",
+                            "bandwidth-by-model[bandwidth=1000,model=e1000e]"]
         #expect(scenarios.compactMap { $0["name"] as? String }.filter { $0.hasPrefix("bandwidth-by-model") } == combinations)
         let junit = try String(contentsOfFile: dir + ".xml", encoding: .utf8)
         for c in combinations { #expect(junit.contains("name=\"\(c)\""), "\(c) is no JUnit testcase") }
