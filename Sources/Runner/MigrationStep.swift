@@ -465,7 +465,7 @@ extension ScenarioExecution {
         let tolerated = scenario.expect.destinationAfterFailure == .any
         afterFailure.append(ExpectationRecord(what: "destination after failed migration #\(migrationRecords.count)",
                                               expected: tolerated ? "any (reported)" : "clean", observed: leftover,
-                                              pass: tolerated || leftover == "clean"))
+                                              pass: tolerated || leftover == "clean", step: stepIndex))
         // The guest stays on the source; when it still runs there, its memory must be intact.
         location = m.from
         if let d = try? source.connection.domain(named: domainName), d.isActive {
