@@ -264,13 +264,6 @@ extension ScenarioExecution {
         }
     }
 
-    /// Set once, read from the polling loop.
-    final class DoneFlag: Sendable {
-        private let value = Mutex(false)
-        func set() { value.withLock { $0 = true } }
-        var isSet: Bool { value.withLock { $0 } }
-    }
-
     /// Whether `f` fires now; records when its condition was first seen.
     func shouldFire(_ f: ArmedFault, stats: JobStats?, nowMs: Double) -> Bool {
         if f.fired > 0 {
@@ -534,4 +527,13 @@ enum StreamProxyHandle {
                                        error: "the proxy on the host printed no summary: \(output.suffix(300))")
         }
     }
+}
+
+/// Set once by one thread or task, read by a polling loop (a migration's job; the stream
+/// proxy command's SIGTERM).
+public final class DoneFlag: Sendable {
+    private let value = Mutex(false)
+    public init() {}
+    public func set() { value.withLock { $0 = true } }
+    public var isSet: Bool { value.withLock { $0 } }
 }

@@ -42,7 +42,7 @@ struct StreamProxyCommand: ParsableCommand {
         // SIGTERM (the runner is done with the migration) ends the wait like the stream's end.
         signal(SIGTERM, SIG_IGN)
         let terminated = DispatchSource.makeSignalSource(signal: SIGTERM)
-        let requested = StopRequest()
+        let requested = DoneFlag()
         terminated.setEventHandler { requested.set() }
         terminated.resume()
         while !proxy.isFinished && !requested.isSet { usleep(50_000) }
@@ -52,10 +52,3 @@ struct StreamProxyCommand: ParsableCommand {
     }
 }
 
-/// Set once, from the signal handler's queue; read by the waiting loop.
-final class StopRequest: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
-}
