@@ -166,7 +166,7 @@ public protocol PassthroughHostControl: Sendable {
     /// Removes it.
     func destroyMdev(uuid: UUID) async throws
     /// Resets the function on the host (while a guest may be using it).
-    func reset(_ address: PCIAddress, method: Fault.HostResetMethod) async throws
+    func reset(_ address: PCIAddress, method: HostResetMethod) async throws
 }
 
 /// `PassthroughHostControl` through libvirt's node-device API (works for remote hosts too);
@@ -179,7 +179,7 @@ public struct LibvirtPassthroughControl: PassthroughHostControl {
         self.sysfs = sysfs
     }
 
-    public func reset(_ address: PCIAddress, method: Fault.HostResetMethod) async throws {
+    public func reset(_ address: PCIAddress, method: HostResetMethod) async throws {
         switch method {
         case .nodeDevice:
             try await device(address).reset()
@@ -309,7 +309,7 @@ public final class PassthroughSession: Sendable {
     /// Resets every PCI function of requirement `requirement` on `host`, and nothing else: only
     /// the functions this run was given from the pools (checked and locked by `prepare`) are
     /// ever reset. Returns the addresses reset.
-    public func reset(requirement: String, on host: String, method: Fault.HostResetMethod) async throws -> [PCIAddress] {
+    public func reset(requirement: String, on host: String, method: HostResetMethod) async throws -> [PCIAddress] {
         let functions = plan.devices(on: host).filter { $0.requirement == requirement }.compactMap { d -> PCIAddress? in
             if case let .pci(f) = d.resource { f.address } else { nil }
         }

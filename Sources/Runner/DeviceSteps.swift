@@ -125,40 +125,40 @@ extension ScenarioExecution {
     }
 
     /// What a guest device step does.
-    enum GuestDeviceAction {
-        case flr(Fault.FLRMode)
-        case reset(Fault.DeviceResetMethod)
-
-        var kind: String {
-            if case .flr = self { return "guest-flr" }
-            return "guest-device-reset"
-        }
-
-        /// miglab-guestctl's arguments for `count` cycles (0: until told to stop).
-        func guestctlArguments(selector: String, count: Int) -> [String] {
-            switch self {
-            case let .flr(mode): ["flr", selector, mode.rawValue, "\(count)"]
-            case let .reset(method): ["reset", selector, "\(count)", method.rawValue]
-            }
-        }
-    }
-
-    /// A standalone FLR or reset step: runs `count` cycles and records the outcome as a fault
-    /// record.
-    func guestDeviceAction(_ action: GuestDeviceAction, device: String, count: Int, deadline: ContinuousClock.Instant) async throws {
+    /// A fault kind used as a step: it acts where the guest runs (both sides of its target are
+    /// that host). A guest program it starts must end by the step's deadline, exit 0 and
+    /// report that it happened; the record carries its report.
+    func inject(_ action: any FaultKind, kind: String, deadline: ContinuousClock.Instant) async throws {
         let (h, dom) = try currentDomain()
-        let sel = try selector(of: device)
-        let args = action.guestctlArguments(selector: sel, count: count)
-        let s = try await GuestAgent(domain: dom).run(Self.guestctl, args, until: deadline)
-        var rec = FaultRecord(kind: action.kind, trigger: "step", firedAtMs: 0)
+        let target = LabFaultTarget(execution: self, source: h, destination: h, domain: dom)
+        var rec = FaultRecord(kind: kind, trigger: "step", firedAtMs: 0)
         rec.host = h.name
-        rec.result = s.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let effect = try await action.fire(target)
+        rec.result = effect.result
+        var failure: String?
+        if let process = effect.guestProcess {
+            let agent = GuestAgent(domain: dom)
+            let status = try await retry(until: deadline, what: "\(action) in the guest", every: .milliseconds(20)) {
+                let s = try await agent.execStatus(process.pid)
+                guard s.exited else { throw RunnerError.step("still running") }
+                return s
+            }
+            rec.result = status.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            if status.exitCode != 0 || !process.happened(Self.report(status.output)) { failure = rec.result }
+        }
         var e = event(.fault)
         e.fault = rec
         journal.record(e)
-        guard s.exitCode == 0, rec.result?.contains("failures=0") == true else {
-            throw RunnerError.step("\(args.joined(separator: " ")) in the guest failed: \(rec.result ?? "")")
+        if let undo = effect.undo {
+            try await Task.sleep(for: undo.after)
+            try await undo.action()
         }
+        if let after = effect.afterMigration {
+            var n = event(.note)
+            n.message = try await after()
+            journal.record(n)
+        }
+        if let failure { throw RunnerError.step("\(action) in the guest failed: \(failure)") }
     }
 
     /// Every device present with the identity it had after boot, its driver bound, working

@@ -17,16 +17,21 @@ extension ScenarioExecution {
     /// this (plus one libvirt call) of its trigger condition.
     static let pollInterval: Duration = .milliseconds(25)
 
-    /// A fault with its firing state.
+    /// A fault with its firing state. The polling loop alone reads and writes the trigger
+    /// state; the effects come from the tasks that fire it, hence their lock.
     final class ArmedFault: @unchecked Sendable {
         let fault: Fault
         var fired = 0
         var nextFireMs: Double?
-        var guestPid: Int?
         var conditionSeenMs: Double?
-        /// An abort fault whose virDomainAbortJob succeeded: the migration was cancelled.
-        var abortedJob = false
+        private let done = Mutex<[FaultEffect]>([])
         init(_ f: Fault) { fault = f }
+
+        /// What each firing did.
+        var effects: [FaultEffect] { done.withLock { $0 } }
+        func add(_ effect: FaultEffect) { done.withLock { $0.append(effect) } }
+        /// It cancelled the migration (an abort whose virDomainAbortJob succeeded).
+        var cancelledMigration: Bool { effects.contains(where: \.cancelledMigration) }
     }
 
     /// Migrates the guest; returns false when the outcome differs from the scenario's expectation.
@@ -90,6 +95,7 @@ extension ScenarioExecution {
         // the statistics lacks (libvirt 11.3: the VFIO bytes, the RAM sent).
         let sourceEvents = try? src.connection.events()
         let faults = m.faults.map(ArmedFault.init)
+        let target = LabFaultTarget(execution: self, source: src, destination: dst, domain: dom)
         let label = "[\(scenario.name)] migrate \(m.from) -> \(m.to)"
         progress.show(label)
         let t0 = ContinuousClock.now
@@ -148,7 +154,7 @@ extension ScenarioExecution {
                 let record = rec
                 firing.append(Task {
                     var r = record
-                    let restore = await self.fire(f, migration: m, source: src, destination: dst, domain: dom, record: &r)
+                    let restore = await self.fire(f, target: target, record: &r)
                     var e = self.event(.fault)
                     e.fault = r
                     self.journal.record(e)
@@ -221,7 +227,7 @@ extension ScenarioExecution {
             // the second case libvirt may report the destination's error first (its QEMU reads a
             // stream cut off mid-section: "load of migration failed", code 1) rather than the
             // source's "canceled by client" (78); the record keeps whichever libvirt reported.
-            let cancelled = lv?.code == LibvirtError.operationAborted || faults.contains { $0.abortedJob }
+            let cancelled = lv?.code == LibvirtError.operationAborted || faults.contains { $0.cancelledMigration }
             let outcome = cancelled && !timedOut ? "aborted" : "failed"
             let stats = (try? src.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats.map(MigrationStats.init) ?? MigrationStats(),
@@ -300,66 +306,17 @@ extension ScenarioExecution {
     }
 
     /// Performs a fault; returns a task that undoes it later (network partitions).
-    func fire(_ f: ArmedFault, migration m: Step.Migrate, source: LabHost, destination: LabHost, domain: Domain,
-              record rec: inout FaultRecord) async -> Task<Void, Never>? {
-        func side(_ s: MigrationSide) -> LabHost { s == .source ? source : destination }
+    func fire(_ f: ArmedFault, target: LabFaultTarget, record rec: inout FaultRecord) async -> Task<Void, Never>? {
+        rec.host = target.hostName(f.fault.action.actsOn)
         do {
-            switch f.fault.action {
-            case let .guestFLR(device, mode, loop):
-                rec.host = source.name
-                let args = GuestDeviceAction.flr(mode).guestctlArguments(selector: try selector(of: device), count: loop ? 0 : 1)
-                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, args)
-                rec.result = loop ? "FLR loop started (guest pid \(f.guestPid!))" : "FLR started"
-            case let .guestDeviceReset(device, method, loop):
-                rec.host = source.name
-                let args = GuestDeviceAction.reset(method).guestctlArguments(selector: try selector(of: device), count: loop ? 0 : 1)
-                f.guestPid = try await GuestAgent(domain: domain).exec(Self.guestctl, args)
-                rec.result = (loop ? "reset loop started" : "reset started") + " (\(method.rawValue), guest pid \(f.guestPid!))"
-            case let .guestScratchWrite(device):
-                rec.host = source.name
-                let agent = GuestAgent(domain: domain)
-                guard let bdf = guestAddresses[try selector(of: device)], devicesBeforeMigration[device]?.uartScratch != nil else {
-                    throw RunnerError.step("`\(device)` has no scratch registers in the snapshot before the migration (not a serial device?)")
-                }
-                // Each port's snapshot value with bits 1-7 flipped: never the value the check expects.
-                let values = Self.scratchValues(generation: scratchGeneration).map { String(format: "0x%02x", ($0 ^ 0xff) | 0x01) }
-                let r = try await agent.run(Self.uart, [bdf, "scr"] + values, until: .now + .seconds(60))
-                rec.result = "guest wrote scr \(values.prefix(2).joined(separator: ",")): " + r.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            case let .abort(s):
-                let h = side(s)
-                rec.host = h.name
-                guard let d = try h.connection.domain(named: domainName) else { throw RunnerError.step("no guest on \(h.name)") }
-                try d.abortJob()
-                f.abortedJob = true
-                rec.result = "ok"
-            case let .killQEMU(s):
-                let h = side(s)
-                rec.host = h.name
-                guard let a = h.actions else { throw RunnerError.step("the lab cannot kill processes on \(h.name)") }
-                rec.result = "killed QEMU pid \(try a.killQEMU(domain: domainName))"
-            case let .killLibvirtd(s):
-                let h = side(s)
-                rec.host = h.name
-                guard let a = h.actions else { throw RunnerError.step("the lab cannot kill processes on \(h.name)") }
-                rec.result = "killed libvirtd pid \(try a.killLibvirtd())"
-            case let .networkPartition(mode, durationMs):
-                rec.host = destination.name
-                guard let a = destination.actions else { throw RunnerError.step("the lab cannot cut \(destination.name)'s link") }
-                let loss = mode == .loss
-                try a.cutLink(lossOnly: loss)
-                rec.result = "link cut (\(mode.rawValue)) for \(durationMs) ms"
+            let effect = try await f.fault.action.fire(target)
+            rec.result = effect.result
+            f.add(effect)
+            if let undo = effect.undo {
                 return Task {
-                    try? await Task.sleep(for: .milliseconds(durationMs))
-                    try? a.restoreLink(lossOnly: loss)
+                    try? await Task.sleep(for: undo.after)
+                    try? await undo.action()
                 }
-            case let .setMaxDowntime(ms):
-                rec.host = source.name
-                try domain.setMaxDowntime(milliseconds: UInt64(ms))
-                rec.result = "max downtime \(ms) ms"
-            case let .hostReset(device, method, s):
-                let h = side(s)
-                rec.host = h.name
-                rec.result = try await hostReset(device: device, method: method, on: h.name)
             }
         } catch {
             rec.error = "\(error)"
@@ -367,16 +324,9 @@ extension ScenarioExecution {
         return nil
     }
 
-    /// Whether a guest-side fault's report (miglab-guestctl's last line) says it happened: a
-    /// report at all, and for a PCI reset, one the guest's kernel did not refuse.
-    static func guestFaultHappened(_ action: Fault.Action, report: String?) -> Bool {
-        guard let report, let resets = guestctlCount("resets", in: report), resets > 0 else { return false }
-        if case .guestDeviceReset(_, .pci, _) = action { return guestctlCount("failures", in: report) == 0 }
-        return true
-    }
-
-    static func guestctlCount(_ key: String, in report: String) -> Int? {
-        report.split(separator: " ").first { $0.hasPrefix(key + "=") }.flatMap { Int($0.dropFirst(key.count + 1)) }
+    /// The last line of a guest program's output: its report.
+    static func report(_ output: String) -> String? {
+        output.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
     /// After the migration: stop guest-side loops and collect their counts; after a failure,
@@ -387,21 +337,20 @@ extension ScenarioExecution {
     func afterMigration(_ m: Step.Migrate, faults: [ArmedFault], outcome: String, source: LabHost, destination: LabHost) async throws -> Bool {
         var guestFaultsHappened = true
         for f in faults {
-            if case let .killLibvirtd(s) = f.fault.action, f.fired > 0 {
-                let h = s == .source ? source : destination
-                try await h.reconnect(until: .now + .seconds(60))
+            for effect in f.effects {
+                guard let after = effect.afterMigration else { continue }
                 var e = event(.note)
-                e.message = "libvirtd of host \(h.name) is back (restarted by the lab); reconnected"
+                e.message = try await after()
                 journal.record(e)
             }
         }
-        for f in faults where f.guestPid != nil {
+        for (f, process) in faults.flatMap({ f in f.effects.compactMap(\.guestProcess).map { (f, $0) } }) {
             // The guest is where the migration left it; qemu-ga's exec table moved with it.
             guard let here = location, let dom = try? host(here).connection.domain(named: domainName), dom.isActive else { continue }
             let agent = GuestAgent(domain: dom)
             _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
             let status = try? await retry(until: .now + .seconds(30), what: "guest device loop") {
-                let s = try await agent.execStatus(f.guestPid!)
+                let s = try await agent.execStatus(process.pid)
                 guard s.exited else { throw RunnerError.step("still running") }
                 return s
             }
@@ -412,7 +361,7 @@ extension ScenarioExecution {
             var e = event(.fault)
             e.fault = rec
             e.message = "guest-side loop collected"
-            if !Self.guestFaultHappened(f.fault.action, report: report) {
+            if !process.happened(report.flatMap(Self.report)) {
                 guestFaultsHappened = false
                 e.message = "the guest-side fault did not happen: \(rec.result ?? "")"
                 e.outcome = "fail"

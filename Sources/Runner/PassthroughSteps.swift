@@ -43,7 +43,7 @@ extension ScenarioExecution {
     }
 
     /// A host-side reset of every function of `device` on `host`; the text for the record.
-    func hostReset(device: String, method: Fault.HostResetMethod, on host: String) async throws -> String {
+    func hostReset(device: String, method: HostResetMethod, on host: String) async throws -> String {
         guard let session = passthrough else {
             throw RunnerError.step("\(method.kind) of `\(device)` needs a passthrough device given by a lab file's pools (run with --lab FILE)")
         }

@@ -177,23 +177,34 @@ final class ScenarioExecution: @unchecked Sendable {
     }
 
     /// Refuses, before anything starts, a fault this lab cannot inject (killing processes and
-    /// cutting links need a lab that controls the hosts' processes and network).
+    /// cutting links need a lab that controls the hosts' processes and network): each fault
+    /// kind says what it needs, and the hosts' actions say what they offer.
     func checkHostActions() throws {
+        func offers(_ c: HostCapability, _ a: any HostActions) -> Bool {
+            switch c {
+            case .processControl: true
+            case .linkControl: a.offersLinkControl
+            // Hosts whose devices take the guest's resets directly need nothing (the default).
+            case .guestResetsReachDevices: true
+            }
+        }
         for step in scenario.flattenedSteps {
-            guard case let .migrate(m) = step.action else { continue }
-            // What each needs of a host's actions: processes, its link, its network namespace.
-            var needs: [(String, (any HostActions) -> Bool)] = m.faults.compactMap { f in
-                switch f.action {
-                case .killQEMU, .killLibvirtd: (f.kind, { _ in true })
-                case .networkPartition: (f.kind, { $0.offersLinkControl })
-                default: nil
+            var needs: [(what: String, hosts: [String], offered: (any HostActions) -> Bool)] = []
+            switch step.action {
+            case let .migrate(m):
+                for f in m.faults {
+                    for c in f.needs.sorted(by: { $0.rawValue < $1.rawValue }) { needs.append((f.kind, [m.from, m.to], { offers(c, $0) })) }
                 }
+                if m.corruptStream != nil {
+                    needs.append(("corrupt_stream", [m.from, m.to], { $0.secondaryAddress != nil && ($0.networkNamespacePath != nil || $0.runsMiglab) }))
+                }
+            case let .inject(action):
+                let hosts = DevicePlanner.visitedHosts(scenario)
+                for c in action.needs.sorted(by: { $0.rawValue < $1.rawValue }) { needs.append((step.kind, hosts, { offers(c, $0) })) }
+            default: break
             }
-            if m.corruptStream != nil {
-                needs.append(("corrupt_stream", { $0.secondaryAddress != nil && ($0.networkNamespacePath != nil || $0.runsMiglab) }))
-            }
-            for (what, offered) in needs {
-                for name in [m.from, m.to] where lab.hosts[name] != nil && !(lab.hosts[name]?.actions.map(offered) ?? false) {
+            for (what, hosts, offered) in needs {
+                for name in hosts where lab.hosts[name] != nil && !(lab.hosts[name]?.actions.map(offered) ?? false) {
                     let at = step.location.map { "\($0): " } ?? ""
                     throw RunnerError.step("\(at)`\(what)` needs host-side control of host \(name)'s processes and network, which \(lab.summary) does not offer (the built-in lab does)")
                 }
@@ -309,20 +320,8 @@ final class ScenarioExecution: @unchecked Sendable {
             return true
         case .repeat:
             return true
-        case let .guestFLR(device, mode, count):
-            try await guestDeviceAction(.flr(mode), device: device, count: count, deadline: deadline)
-            return true
-        case let .guestDeviceReset(device, method, count):
-            try await guestDeviceAction(.reset(method), device: device, count: count, deadline: deadline)
-            return true
-        case let .hostReset(device, method):
-            guard let here = location else { throw RunnerError.step("\(method.kind): the guest runs nowhere") }
-            var rec = FaultRecord(kind: method.kind, trigger: "step", firedAtMs: 0)
-            rec.host = here
-            rec.result = try await hostReset(device: device, method: method, on: here)
-            var e = event(.fault)
-            e.fault = rec
-            journal.record(e)
+        case let .inject(action):
+            try await inject(action, kind: step.kind, deadline: deadline)
             return true
         }
     }
@@ -334,7 +333,7 @@ final class ScenarioExecution: @unchecked Sendable {
         case .migrate: "migration"
         case .verify: "verification"
         case .repeat: nil
-        case .guestFLR, .guestDeviceReset, .hostReset: "faults"
+        case .inject: "faults"
         }
     }
 
@@ -373,9 +372,7 @@ final class ScenarioExecution: @unchecked Sendable {
             return s
         case let .verify(v): return "verify " + [v.memory ? "memory" : nil, v.console ? "console" : nil, v.devices ? "devices" : nil].compactMap { $0 }.joined(separator: ", ")
         case let .repeat(r): return "repeat \(r.times)x"
-        case let .guestFLR(d, mode, n): return "guest FLR of \(d) (\(mode.rawValue)) x\(n)"
-        case let .guestDeviceReset(d, method, n): return "guest device reset (\(method.rawValue)) of \(d) x\(n)"
-        case let .hostReset(d, method): return "\(method.kind) of \(d) on the guest's host"
+        case let .inject(action): return "\(action) where the guest runs"
         }
     }
 

@@ -1,6 +1,6 @@
 /// A scenario: a guest, the steps run against it, and what the run must show.
 /// Built from YAML by `ScenarioParser` (format v1, see scenarios/README.md).
-public struct Scenario: Sendable, Equatable, Codable {
+public struct Scenario: Sendable, Equatable {
     public var name: String
     public var description: String
     public var tags: [String]
@@ -53,18 +53,20 @@ public struct Scenario: Sendable, Equatable, Codable {
         return flatten(steps)
     }
 
-    /// Whether a step or fault resets a device through the guest kernel's PCI reset, which the
-    /// hosts must pass on to the devices (`HostActions.passGuestResetsToDevices`).
-    public var resetsDevicesFromTheGuest: Bool {
-        flattenedSteps.contains { step in
+    /// What the steps and faults need of the hosts, beyond libvirt.
+    public var hostNeeds: Set<HostCapability> {
+        flattenedSteps.reduce(into: []) { needs, step in
             switch step.action {
-            case let .guestDeviceReset(_, method, _): return method == .pci
-            case let .migrate(m):
-                return m.faults.contains { if case .guestDeviceReset(_, .pci, _) = $0.action { true } else { false } }
-            default: return false
+            case let .inject(action): needs.formUnion(action.needs)
+            case let .migrate(m): for f in m.faults { needs.formUnion(f.needs) }
+            default: break
             }
         }
     }
+
+    /// Whether a step or fault resets a device through the guest kernel's PCI reset, which the
+    /// hosts must pass on to the devices (`HostActions.passGuestResetsToDevices`).
+    public var resetsDevicesFromTheGuest: Bool { hostNeeds.contains(.guestResetsReachDevices) }
 }
 
 public struct GuestSpec: Sendable, Equatable, Codable {
@@ -98,7 +100,7 @@ public struct SourceLocation: Sendable, Equatable, Codable, CustomStringConverti
     public var description: String { "\(file):\(line):\(column)" }
 }
 
-public struct Step: Sendable, Equatable, Codable {
+public struct Step: Sendable, Equatable {
     public var action: Action
     /// Deadline of the step; the default depends on the kind.
     public var timeoutSeconds: Double?
@@ -117,9 +119,7 @@ public struct Step: Sendable, Equatable, Codable {
         case .migrate: "migrate"
         case .verify: "verify"
         case .repeat: "repeat"
-        case .guestFLR: "guest-flr"
-        case .guestDeviceReset: "guest-device-reset"
-        case let .hostReset(_, method): method.kind
+        case let .inject(action): type(of: action).name
         }
     }
 
@@ -130,12 +130,12 @@ public struct Step: Sendable, Equatable, Codable {
             case .migrate: 300
             case .verify: 180
             case .repeat: .infinity
-            case .guestFLR, .guestDeviceReset, .hostReset: 120
+            case .inject: 120
             }
         }()
     }
 
-    public indirect enum Action: Sendable, Equatable, Codable {
+    public indirect enum Action: Sendable, Equatable {
         case boot(Boot)
         /// The guest is destroyed where it runs and booted anew on another host, with that
         /// host's devices (a cold move: the devices' next user is a freshly started VM).
@@ -143,12 +143,20 @@ public struct Step: Sendable, Equatable, Codable {
         case migrate(Migrate)
         case verify(Verify)
         case `repeat`(Repeat)
-        /// FLRs of a guest device from inside the guest, outside any migration.
-        case guestFLR(device: String, mode: Fault.FLRMode, count: Int)
-        /// Driver unbind/bind cycles of a guest device from inside the guest.
-        case guestDeviceReset(device: String, method: Fault.DeviceResetMethod, count: Int)
-        /// A host-side reset of a passthrough device, on the host the guest runs on (hardware labs).
-        case hostReset(device: String, method: Fault.HostResetMethod)
+        /// A fault kind used as a step, outside any migration (guest FLRs and resets, host-side
+        /// resets): it acts where the guest runs.
+        case inject(any FaultKind)
+
+        public static func == (a: Action, b: Action) -> Bool {
+            switch (a, b) {
+            case let (.boot(x), .boot(y)), let (.restart(x), .restart(y)): x == y
+            case let (.migrate(x), .migrate(y)): x == y
+            case let (.verify(x), .verify(y)): x == y
+            case let (.repeat(x), .repeat(y)): x == y
+            case let (.inject(x), .inject(y)): x.isEqual(to: y)
+            default: false
+            }
+        }
     }
 
     public struct Boot: Sendable, Equatable, Codable {
@@ -156,7 +164,7 @@ public struct Step: Sendable, Equatable, Codable {
         public init(host: String) { self.host = host }
     }
 
-    public struct Migrate: Sendable, Equatable, Codable {
+    public struct Migrate: Sendable, Equatable {
         public var from: String
         public var to: String
         /// MiB/s; nil = unlimited.
@@ -204,7 +212,7 @@ public struct Step: Sendable, Equatable, Codable {
         }
     }
 
-    public struct Repeat: Sendable, Equatable, Codable {
+    public struct Repeat: Sendable, Equatable {
         public var times: Int
         public var steps: [Step]
         public init(times: Int, steps: [Step]) {

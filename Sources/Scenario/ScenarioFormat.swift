@@ -93,7 +93,6 @@ public struct FormatKind: Sendable {
 public enum ScenarioFormat {
     static let hostName = FormatType.text(pattern: "^[a-z][a-z0-9_-]{0,31}$")
     static let timeout = FormatKey("timeout_s", .number(0.1...86_400), "the step's deadline in seconds")
-    static let deviceName = FormatKey("device", .text, required: true, "a guest device: an emulated device's name, or a passthrough requirement's (`vf`, `vf[1]`)")
 
     public static let guestDevice = FormatObject("an emulated device", [
         FormatKey("name", hostName, required: true, "the device's name, used by steps and faults"),
@@ -159,28 +158,14 @@ public enum ScenarioFormat {
         FormatKey("remaining_below_fraction", .number(0...1), "when the data still to send falls below this fraction"),
     ], exactlyOne: true)
 
-    static let side = FormatKey("side", .choice(MigrationSide.self), "which side of the migration")
+    /// Every fault kind, with the keys it takes besides `at` and `every_ms`: from the registry.
+    public static let faults: [FormatKind] = FaultKinds.all.map { fault($0.name, $0.summary, $0.faultKeys) }
 
-    /// Every fault kind, with the keys it takes besides `at` and `every_ms`.
-    public static let faults: [FormatKind] = [
-        fault("guest-flr", "in-guest FLR of a device", [deviceName, FormatKey("mode", .choice(Fault.FLRMode.self), "driver bound, or unbind-FLR-bind"),
-                                                        FormatKey("loop", .boolean, "repeat until the migration ends")]),
-        fault("guest-device-reset", "a device reset from inside the guest", [deviceName, FormatKey("method", .choice(Fault.DeviceResetMethod.self), "driver rebind, or the kernel's PCI reset"),
-                                                                              FormatKey("loop", .boolean, "repeat until the migration ends")]),
-        fault("guest-scratch-write", "the guest rewrites a serial device's scratch registers (negative control)", [deviceName]),
-        fault("abort", "virDomainAbortJob", [side]),
-        fault("kill-qemu", "SIGKILL to one side's QEMU", [side]),
-        fault("kill-libvirtd", "SIGKILL to one side's libvirt daemon (the lab restarts it)", [side]),
-        fault("network-partition", "cut the link between the hosts", [FormatKey("mode", .choice(Fault.PartitionMode.self), "link down or 100% loss"),
-                                                                      FormatKey("duration_ms", .integer(1...3_600_000), "how long")]),
-        fault("set-max-downtime", "raise the maximum downtime", [FormatKey("max_downtime_ms", .integer(1...3_600_000), required: true, "milliseconds")]),
-        fault("host-flr", "sysfs FLR of a passthrough function on one host", [deviceName, side]),
-        fault("host-device-reset", "virNodeDeviceReset of a passthrough function on one host", [deviceName, side]),
-    ]
+    static let everyMs = 10...3_600_000
 
     static func fault(_ name: String, _ help: String, _ keys: [FormatKey]) -> FormatKind {
         let object = FormatObject("`\(name)`", [FormatKey("at", .object(trigger), "when it fires (default: at once)"),
-                                                FormatKey("every_ms", .integer(10...3_600_000), "fire again this often")] + keys)
+                                                FormatKey("every_ms", .integer(everyMs), "fire again this often")] + keys)
         // A fault with no required key may be written with an empty value (`- kill-qemu:`).
         return FormatKind(name: name, value: object.required.isEmpty ? .anyOf([.object(object), .empty]) : .object(object), help: help)
     }
@@ -218,7 +203,6 @@ public enum ScenarioFormat {
     ])
 
     static let onHost = FormatType.anyOf([hostName, .object(FormatObject("a host", [FormatKey("on", hostName, required: true, "the host"), timeout]))])
-    static let hostReset = FormatType.anyOf([.text, .object(FormatObject("a host-side reset", [deviceName, timeout]))])
     static let check = FormatType.choice(["memory", "console", "devices"])
 
     /// Every step kind and the shape of its value.
@@ -232,15 +216,12 @@ public enum ScenarioFormat {
         FormatKind(name: "repeat", value: .object(FormatObject("`repeat`", [
             FormatKey("times", .integer(1...10_000), required: true, "how many times"),
             FormatKey("steps", .steps, required: true, "the steps repeated")])), help: "repeat steps"),
-        FormatKind(name: "guest-flr", value: .object(FormatObject("`guest-flr`", [deviceName,
-            FormatKey("mode", .choice(Fault.FLRMode.self), "driver bound, or unbind-FLR-bind"),
-            FormatKey("count", .integer(1...100_000), "how many FLRs"), timeout])), help: "in-guest FLRs outside a migration"),
-        FormatKind(name: "guest-device-reset", value: .object(FormatObject("`guest-device-reset`", [deviceName,
-            FormatKey("method", .choice(Fault.DeviceResetMethod.self), "driver rebind, or the kernel's PCI reset"),
-            FormatKey("count", .integer(1...100_000), "how many resets"), timeout])), help: "in-guest device resets outside a migration"),
-        FormatKind(name: "host-flr", value: hostReset, help: "sysfs FLR of a passthrough function where the guest runs"),
-        FormatKind(name: "host-device-reset", value: hostReset, help: "virNodeDeviceReset of a passthrough function where the guest runs"),
-    ]
+    ] + FaultKinds.steps.map { kind in
+        // `host-flr: vf` is `host-flr: {device: vf}`: a plain value is the first key's.
+        let keys = kind.stepKeys ?? []
+        return FormatKind(name: kind.name, value: .anyOf([keys[0].type, .object(FormatObject("`\(kind.name)`", keys))]),
+                          help: kind.summary + " (a step: where the guest runs)")
+    }
 
     public static let scenario = FormatObject("the scenario", [
         FormatKey("version", .integer(1...1), "the format version"),

@@ -320,25 +320,6 @@ struct NodeReader: YAMLNodeReading {
             if let f = from, let t = to, f == t { error(v, "`migrate` needs two different hosts; from and to are both `\(f)`") }
             guard from != nil, to != nil else { return nil }
             return Step(.migrate(mig), timeoutSeconds: timeout(m), location: loc)
-        case "guest-flr":
-            guard let m = mapping(v, format: ScenarioFormat.steps.object("guest-flr")),
-                  let dev = m["device"].flatMap({ flrDevice($0) }) else { return nil }
-            let mode = m["mode"].flatMap { choice($0, key: "mode", as: Fault.FLRMode.self) } ?? .rebind
-            let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
-            return Step(.guestFLR(device: dev, mode: mode, count: count), timeoutSeconds: timeout(m), location: loc)
-        case "guest-device-reset":
-            guard let m = mapping(v, format: ScenarioFormat.steps.object("guest-device-reset")),
-                  let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else { return nil }
-            let count = m["count"].flatMap { int($0, key: "count", range: 1...100_000) } ?? 1
-            let method = m["method"].flatMap { choice($0, key: "method", as: Fault.DeviceResetMethod.self) } ?? .rebind
-            return Step(.guestDeviceReset(device: dev, method: method, count: count), timeoutSeconds: timeout(m), location: loc)
-        case "host-flr", "host-device-reset":
-            // `host-flr: vf` or `host-flr: {device: vf, timeout_s: 30}`
-            let method: Fault.HostResetMethod = kind == "host-flr" ? .flr : .nodeDevice
-            if case .scalar = v { return passthroughDevice(v, key: kind).map { Step(.hostReset(device: $0, method: method), location: loc) } }
-            guard let m = mapping(v, context: "`\(kind)`", format: ScenarioFormat.steps.object(kind)),
-                  let dev = m["device"].flatMap({ passthroughDevice($0, key: "device") }) else { return nil }
-            return Step(.hostReset(device: dev, method: method), timeoutSeconds: timeout(m), location: loc)
         case "verify":
             // `verify: [memory, console]`, `verify: memory` or `verify: {memory: true, console: false}`
             var ver = Step.Verify(memory: false, console: false)
@@ -372,9 +353,19 @@ struct NodeReader: YAMLNodeReading {
             guard let times else { return nil }
             return Step(.repeat(.init(times: times, steps: inner)), location: loc)
         default:
-            // A kind in ScenarioFormat.steps that this switch does not read: a miglab bug, said so.
-            error(k, "miglab cannot read step kind `\(kind)` yet (it is in the format but has no reader); please report it")
-            return nil
+            // A fault kind used as a step (the registry's kinds with a step form).
+            guard let faultKind = FaultKinds.named(kind), let keys = faultKind.stepKeys else {
+                // A kind in ScenarioFormat.steps that nothing reads: a miglab bug, said so.
+                error(k, "miglab cannot read step kind `\(kind)` yet (it is in the format but has no reader); please report it")
+                return nil
+            }
+            // A plain value is the first key's: `host-flr: vf`.
+            let value: Node = if case .scalar = v { .mapping(Node.Mapping([(Node(keys[0].name), v)])) } else { v }
+            guard let m = mapping(value, context: "`\(kind)`", format: ScenarioFormat.steps.object(kind), requireKeys: false) else { return nil }
+            var fields = FaultFields(reader: self, values: m, node: v, isStep: true, kind: kind)
+            let action = faultKind.read(&fields)
+            diagnostics = fields.reader.diagnostics
+            return action.map { Step(.inject($0), timeoutSeconds: timeout(m), location: loc) }
         }
     }
 
@@ -411,7 +402,7 @@ struct NodeReader: YAMLNodeReading {
                     flowError("`verify: memory` needs the memory workload; `guest.workload_mib` is 0")
                 }
             case .repeat: break
-            case .guestFLR, .guestDeviceReset, .hostReset:
+            case .inject:
                 if at == nil { flowError("`\(step.kind)` before `boot`: boot the guest first") }
             }
         }
@@ -556,53 +547,12 @@ struct NodeReader: YAMLNodeReading {
         // Each fault says below what it misses, in its own words.
         guard let m = mapping(v.scalar?.string.isEmpty == true ? empty : v, format: ScenarioFormat.faults.object(kind), requireKeys: false) else { return nil }
         let trigger = m["at"].flatMap { self.trigger($0) } ?? .afterMs(0)
-        let every = m["every_ms"].flatMap { int($0, key: "every_ms", range: 10...3_600_000) }
-        let side = m["side"].flatMap { choice($0, key: "side", as: MigrationSide.self) }
-        let loop = m["loop"].flatMap { bool($0, key: "loop") } ?? false
-        let action: Fault.Action
-        switch kind {
-        case "guest-flr":
-            guard let dev = m["device"].flatMap({ flrDevice($0) }) else {
-                if m["device"] == nil { error(v, "`guest-flr` needs `device`") }
-                return nil
-            }
-            action = .guestFLR(device: dev, mode: m["mode"].flatMap { choice($0, key: "mode", as: Fault.FLRMode.self) } ?? .rebind, loop: loop)
-        case "guest-device-reset":
-            guard let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else {
-                if m["device"] == nil { error(v, "`guest-device-reset` needs `device`") }
-                return nil
-            }
-            action = .guestDeviceReset(device: dev, method: m["method"].flatMap { choice($0, key: "method", as: Fault.DeviceResetMethod.self) } ?? .rebind,
-                                       loop: loop)
-        case "guest-scratch-write":
-            guard let dev = m["device"].flatMap({ guestActionDevice($0, key: "device") }) else {
-                if m["device"] == nil { error(v, "`guest-scratch-write` needs `device`, a serial device of the guest") }
-                return nil
-            }
-            action = .guestScratchWrite(device: dev)
-        case "abort": action = .abort(side: side ?? .source)
-        case "kill-qemu": action = .killQEMU(side: side ?? .destination)
-        case "kill-libvirtd": action = .killLibvirtd(side: side ?? .destination)
-        case "network-partition":
-            let mode = m["mode"].flatMap { choice($0, key: "mode", as: Fault.PartitionMode.self) } ?? .linkDown
-            let d = m["duration_ms"].flatMap { int($0, key: "duration_ms", range: 1...3_600_000) } ?? 5000
-            action = .networkPartition(mode: mode, durationMs: d)
-        case "host-flr", "host-device-reset":
-            guard let dev = m["device"].flatMap({ passthroughDevice($0, key: "device") }) else {
-                if m["device"] == nil { error(v, "`\(kind)` needs `device`, a passthrough device of the guest") }
-                return nil
-            }
-            action = .hostReset(device: dev, method: kind == "host-flr" ? .flr : .nodeDevice, side: side ?? .source)
-        case "set-max-downtime":
-            guard let ms = m["max_downtime_ms"].flatMap({ int($0, key: "max_downtime_ms", range: 1...3_600_000) }) else {
-                if m["max_downtime_ms"] == nil { error(v, "`set-max-downtime` needs `max_downtime_ms`") }
-                return nil
-            }
-            action = .setMaxDowntime(ms: ms)
-        default:
-            error(k, "miglab cannot read fault kind `\(kind)` yet (it is in the format but has no reader); please report it")
-            return nil
-        }
+        let every = m["every_ms"].flatMap { int($0, key: "every_ms", range: ScenarioFormat.everyMs) }
+        guard let faultKind = FaultKinds.named(kind) else { return nil }
+        var fields = FaultFields(reader: self, values: m, node: v, isStep: false, kind: kind)
+        let read = faultKind.read(&fields)
+        diagnostics = fields.reader.diagnostics
+        guard let action = read else { return nil }
         return Fault(action, trigger: trigger, everyMs: every, location: location(k))
     }
 

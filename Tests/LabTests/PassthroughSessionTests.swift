@@ -47,7 +47,7 @@ final class RecordingControl: PassthroughHostControl {
 
     func createMdev(parent: String, type: String, uuid: UUID) async throws { try record("create mdev \(type) on \(parent)") }
     func destroyMdev(uuid: UUID) async throws { try record("destroy mdev") }
-    func reset(_ address: PCIAddress, method: Fault.HostResetMethod) async throws { try record("reset \(address) \(method.rawValue)") }
+    func reset(_ address: PCIAddress, method: HostResetMethod) async throws { try record("reset \(address) \(method.rawValue)") }
 }
 
 @Suite struct PassthroughSessionTests {

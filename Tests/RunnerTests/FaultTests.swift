@@ -175,23 +175,11 @@ struct HostStreamProxyTests {
     }
 }
 
-/// A guest-side fault is judged by what miglab-guestctl reported: none, or a PCI reset the
-/// guest's kernel refused, is a fault that did not happen.
-struct GuestFaultReportTests {
-    typealias E = ScenarioExecution
-    let pci = Fault.Action.guestDeviceReset(device: "tty[0]", method: .pci, loop: false)
-    let rebind = Fault.Action.guestDeviceReset(device: "nic0", method: .rebind, loop: true)
-
-    @Test func aReportedResetHappened() {
-        #expect(E.guestFaultHappened(pci, report: "MIGLAB-GUESTCTL resets=1 failures=0 driver=serial reset_method=bus"))
-        #expect(E.guestFaultHappened(rebind, report: "MIGLAB-GUESTCTL resets=412 failures=3 driver=virtio-pci"))
-    }
-
-    @Test func noReportOrARefusedPCIResetDidNotHappen() {
-        #expect(!E.guestFaultHappened(pci, report: nil))
-        #expect(!E.guestFaultHappened(pci, report: "sh: setpci: not found"))
-        #expect(!E.guestFaultHappened(pci, report: "MIGLAB-GUESTCTL resets=1 failures=1 driver=serial reset_method="))
-        #expect(!E.guestFaultHappened(rebind, report: "MIGLAB-GUESTCTL resets=0 failures=0 driver=virtio-pci"))
+/// A guest program's report is the last line of its output.
+struct GuestReportLineTests {
+    @Test func theLastLineIsTheReport() {
+        #expect(ScenarioExecution.report("noise\nMIGLAB-GUESTCTL resets=2 failures=0\n") == "MIGLAB-GUESTCTL resets=2 failures=0")
+        #expect(ScenarioExecution.report("") == nil)
     }
 }
 

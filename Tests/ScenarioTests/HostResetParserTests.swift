@@ -37,12 +37,12 @@ import Testing
                 - host-flr: {device: vf, side: destination, at: {iteration: 2}}
                 - host-device-reset: {device: vf}
         """)
-        #expect(s.flattenedSteps[1].action == .hostReset(device: "vf", method: .flr))
-        #expect(s.flattenedSteps[2].action == .hostReset(device: "vf", method: .nodeDevice))
+        #expect(s.flattenedSteps[1].action == .inject(HostFLR(device: "vf")))
+        #expect(s.flattenedSteps[2].action == .inject(HostDeviceReset(device: "vf")))
         #expect(s.flattenedSteps[2].timeoutSeconds == 30)
         guard case let .migrate(m) = s.flattenedSteps[3].action else { Issue.record("migrate"); return }
-        #expect(m.faults.map(\.action) == [.hostReset(device: "vf", method: .flr, side: .destination),
-                                           .hostReset(device: "vf", method: .nodeDevice, side: .source)])
+        #expect(m.faults[0].action.isEqual(to: HostFLR(device: "vf", side: .destination)))
+        #expect(m.faults[1].action.isEqual(to: HostDeviceReset(device: "vf", side: .source)))
         #expect(m.faults.map(\.kind) == ["host-flr", "host-device-reset"])
         #expect(m.faults[0].trigger == .iteration(2))
     }
@@ -105,11 +105,11 @@ import Testing
           - migrate: {from: a, to: b, faults: [{guest-flr: {device: "vf[1]", mode: bound, loop: true}}]}
         """, file: "g.yaml")
         let actions = s.flattenedSteps.map(\.action)
-        #expect(actions[1] == .guestFLR(device: "vf[0]", mode: .rebind, count: 2))
-        #expect(actions[2] == .guestDeviceReset(device: "vf[1]", method: .rebind, count: 1))
-        #expect(actions[3] == .guestDeviceReset(device: "tty[0]", method: .pci, count: 1))
+        #expect(actions[1] == .inject(GuestFLR(device: "vf[0]", mode: .rebind, repetitions: .times(2))))
+        #expect(actions[2] == .inject(GuestDeviceReset(device: "vf[1]", method: .rebind, repetitions: .times(1))))
+        #expect(actions[3] == .inject(GuestDeviceReset(device: "tty[0]", method: .pci, repetitions: .times(1))))
         guard case let .migrate(m) = actions[4] else { Issue.record("migrate"); return }
-        #expect(m.faults.first?.action == .guestFLR(device: "vf[1]", mode: .bound, loop: true))
+        #expect(m.faults.first?.action.isEqual(to: GuestFLR(device: "vf[1]", mode: .bound, repetitions: .untilStopped)) == true)
     }
 
     @Test func anIndexPastTheCountOrAnUnknownNameIsAnError() {

@@ -209,7 +209,7 @@ struct FaultSyntaxTests {
         #expect(m.corruptStream == .flipEvery && m.corruptEveryMiB == 4)
         #expect(m.destinationChange == .changeModel(device: "nic1", model: .virtioNet))
         #expect(m.faults.map(\.kind) == ["abort", "network-partition", "guest-device-reset", "set-max-downtime"])
-        #expect(m.faults[0].action == .abort(side: .destination))
+        #expect(m.faults[0].action.isEqual(to: AbortMigration(side: .destination)))
         #expect(m.faults[0].trigger == .remainingBelowFraction(0.5))
         #expect(m.faults[2].everyMs == 500)
         #expect(s.expect.errorCodes == [1, 9])
