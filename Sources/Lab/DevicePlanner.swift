@@ -183,18 +183,7 @@ public struct DevicePlanner: Sendable {
     public init(lab: LabFile) { self.lab = lab }
 
     /// The hosts the guest visits, in order of first visit.
-    public static func visitedHosts(_ scenario: Scenario) -> [String] {
-        var out: [String] = []
-        for step in scenario.flattenedSteps {
-            switch step.action {
-            case let .boot(b), let .restart(b): if !out.contains(b.host) { out.append(b.host) }
-            case let .migrate(m):
-                for h in [m.from, m.to] where !out.contains(h) { out.append(h) }
-            default: break
-            }
-        }
-        return out
-    }
+    public static func visitedHosts(_ scenario: Scenario) -> [String] { scenario.visitedHosts }
 
     /// The plan for `scenario`: for each requirement, `count` devices on every host the guest
     /// visits, of one vendor:device and driver on all of them (the destination needs what the

@@ -61,8 +61,8 @@ public enum GuestImageStaging {
     /// The image as `host` sees it: the runner's own files when the host reads them, else
     /// the kernel and initramfs uploaded (once per content hash) into a directory storage pool.
     public static func stage(_ image: GuestImage, on host: LabHost, logger: Logger = Logger(label: "miglab.image")) async throws -> GuestImage {
-        guard let directory = host.imagePoolDirectory else { return image }
-        let connection = host.connection
+        // A twin host reads the runner's files.
+        guard let directory = host.imagePoolDirectory, let connection = host.connection else { return image }
         let pool: StoragePool
         if let existing = try connection.storagePool(named: poolName) {
             if !existing.isActive { try existing.start() }

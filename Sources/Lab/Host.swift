@@ -25,10 +25,11 @@ public final class LabHost: Sendable {
     /// readable there (same machine); else a folder for a libvirt storage pool that the
     /// runner uploads the kernel and initramfs into.
     public let imagePoolDirectory: String?
-    private let current: Mutex<Connection>
+    private let current: Mutex<any HypervisorHost>
 
+    /// `connection` is the libvirt connection, or a twin of it (`LabTwin`).
     public init(name: String, controlURI: String, peerURI: String, migrationAddress: String?,
-                logDirectory: String?, connection: Connection, actions: HostActions? = nil,
+                logDirectory: String?, connection: any HypervisorHost, actions: HostActions? = nil,
                 accelerator: DomainDefinition.Accelerator = .tcg, emulator: String? = nil,
                 imagePoolDirectory: String? = nil) {
         self.name = name
@@ -43,8 +44,13 @@ public final class LabHost: Sendable {
         self.imagePoolDirectory = imagePoolDirectory
     }
 
-    /// The connection to this host's libvirt daemon (a new one after `reconnect`).
-    public var connection: Connection { current.withLock { $0 } }
+    /// The host's hypervisor as the runner uses it: guests, their migrations, events (a new
+    /// connection after `reconnect`).
+    public var hypervisor: any HypervisorHost { current.withLock { $0 } }
+
+    /// The libvirt connection, for what only libvirt has (storage pools, node devices, mdevs);
+    /// nil on a twin.
+    public var connection: Connection? { hypervisor as? Connection }
 
     /// Opens a new connection once the daemon answers again (after a daemon restart), waiting
     /// until `deadline`.
@@ -52,8 +58,7 @@ public final class LabHost: Sendable {
         var last: Error?
         while ContinuousClock.now < deadline {
             do {
-                let c = try await Connection.open(uri: controlURI)
-                _ = try c.allDomains()   // the daemon has finished starting when it lists domains
+                let c = try await hypervisor.reopened()
                 current.withLock { $0 = c }
                 return
             } catch {

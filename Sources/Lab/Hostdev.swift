@@ -229,8 +229,8 @@ public struct SysfsFunctionReset: Sendable {
     public enum Access: Sendable, Equatable {
         /// A sysfs mount readable here (`/sys`, or a test's tree).
         case local(root: String)
-        /// `user@host`, reached with ssh in batch mode.
-        case ssh(target: String)
+        /// A remote host, reached with ssh in batch mode.
+        case ssh(SSHClient)
     }
     public let access: Access
     public init(access: Access) { self.access = access }
@@ -240,7 +240,7 @@ public struct SysfsFunctionReset: Sendable {
         if host.isLocal || host.sysfsRoot != nil {
             self.init(access: .local(root: host.sysfsRoot ?? "/sys"))
         } else if let target = host.sshTarget {
-            self.init(access: .ssh(target: target))
+            self.init(access: .ssh(SSHClient(target: target, configFile: host.sshConfig)))
         } else {
             return nil
         }
@@ -250,7 +250,7 @@ public struct SysfsFunctionReset: Sendable {
         let argv: [String]
         switch access {
         case let .local(root): argv = ["/bin/sh", "-c", Self.script(address, sysfsRoot: root)]
-        case let .ssh(target): argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", target, Self.script(address, sysfsRoot: "/sys")]
+        case let .ssh(client): argv = client.argv(Self.script(address, sysfsRoot: "/sys"))
         }
         let result = try await onBlockingThread("sysfs FLR") { try Command.run(argv, check: false) }
         guard result.status == 0 else {

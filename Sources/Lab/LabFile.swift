@@ -22,8 +22,14 @@ import Yams
 ///     image_dir: /var/lib/libvirt/images/miglab  # optional: the runner uploads the guest image
 ///                                          # into a libvirt storage pool here (default for
 ///                                          # remote hosts; local hosts use the runner's files)
-///     ssh: root@node1                      # optional: for host-side sysfs FLR on a remote host
-///                                          # (default: the user and host of a qemu+ssh URI)
+///     ssh: root@node1                      # optional: host-side actions over ssh (sysfs FLR, kill-qemu,
+///                                          # kill-libvirtd; default: the user and host of a qemu+ssh URI)
+///     ssh_config: ./ssh_config             # optional: an ssh_config for these hosts (default: yours)
+///     qemu_pid_dir: /run/libvirt/qemu      # optional: where the host's libvirt keeps QEMU pid files
+///     daemon_pid_file: /run/libvirtd.pid   # optional: the libvirt daemon's pid file (virtqemud.pid
+///                                          # with modular daemons); its service manager restarts it
+///     link: {interface: ens1f1, namespace: mig}  # optional: the interface network-partition cuts
+///                                          # (never the one ssh uses), in a network namespace
 ///     log_dir: /mnt/node1-logs             # optional: where the runner reads the host's libvirt
 ///                                          # logs (libvirtd.log, qemu/), kept with the artifacts
 ///     pools:                               # devices guests may get; each pool has one selector
@@ -61,6 +67,17 @@ public struct LabFile: Sendable, Equatable {
 
     public subscript(host name: String) -> Host? { hosts.first { $0.name == name } }
 
+    /// A host's interface that network-partition cuts (link down, or 100% loss with netem),
+    /// optionally inside a network namespace of that host.
+    public struct Link: Sendable, Equatable {
+        public var interface: String
+        public var namespace: String?
+        public init(interface: String, namespace: String? = nil) {
+            self.interface = interface
+            self.namespace = namespace
+        }
+    }
+
     public struct Host: Sendable, Equatable {
         public var name: String
         public var uri: String
@@ -80,6 +97,14 @@ public struct LabFile: Sendable, Equatable {
         public var imageDirectory: String?
         /// `user@host` for host-side actions libvirt has no API for (sysfs FLR) on a remote host.
         public var sshTarget: String?
+        /// An ssh_config file for `sshTarget` (`ssh -F`); nil: the user's own.
+        public var sshConfig: String?
+        /// Where the host's libvirt keeps its QEMU pid files (`DOMAIN.pid`), and the libvirt
+        /// daemon's pid file: how the ssh driver finds the processes it kills.
+        public var qemuPidDirectory = "/run/libvirt/qemu"
+        public var daemonPidFile = "/run/libvirtd.pid"
+        /// The interface `network-partition` cuts on this host.
+        public var link: Link?
         /// Where the runner can read this host's libvirt logs (libvirtd.log, qemu/GUEST.log), to
         /// keep them with the run's artifacts; nil: the runner cannot read them.
         public var logDirectory: String?
@@ -305,7 +330,8 @@ struct LabFileReader: YAMLNodeReading {
 
     mutating func host(_ node: Node, name: String, key: Node) -> LabFile.Host? {
         guard let m = mapping(node, context: "host `\(name)`", allowed: ["uri", "peer_uri", "migration_address", "sysfs_root", "pools", "mdev_types",
-                                                                    "accelerator", "emulator", "image_dir", "ssh", "log_dir"],
+                                                                    "accelerator", "emulator", "image_dir", "ssh", "log_dir",
+                                                                    "ssh_config", "qemu_pid_dir", "daemon_pid_file", "link"],
                               required: ["uri"]) else { return nil }
         let accelerator = m["accelerator"].flatMap { v -> DomainDefinition.Accelerator? in
             guard let s = string(v, key: "accelerator") else { return nil }
@@ -334,6 +360,18 @@ struct LabFileReader: YAMLNodeReading {
                 return nil
             }
             return s
+        }
+        let sshConfig = m["ssh_config"].flatMap { path($0, key: "ssh_config") }
+        let qemuPids = m["qemu_pid_dir"].flatMap {
+            hostPath($0, key: "qemu_pid_dir", what: "the absolute folder of the host's QEMU pid files, like /run/libvirt/qemu")
+        }
+        let daemonPid = m["daemon_pid_file"].flatMap {
+            hostPath($0, key: "daemon_pid_file", what: "the absolute path of the libvirt daemon's pid file, like /run/libvirtd.pid")
+        }
+        let hostLink = m["link"].flatMap { self.link($0) }
+        if ssh == nil, let k = ["ssh_config", "qemu_pid_dir", "daemon_pid_file", "link"].first(where: { m[$0] != nil }),
+           let uri = m["uri"]?.scalar?.string, !uri.contains("+ssh") {
+            error(m[k]!, "`\(k)` is for the ssh driver: give host `\(name)` `ssh: user@host` (or a qemu+ssh URI)")
         }
         let uri = m["uri"].flatMap { uriValue($0, key: "uri") }
         let peer = m["peer_uri"].flatMap { uriValue($0, key: "peer_uri") }
@@ -378,9 +416,37 @@ struct LabFileReader: YAMLNodeReading {
             error(m["sysfs_root"]!, "`sysfs_root` is only for local hosts (its sysfs must be readable here); host `\(name)` is \(uri), whose devices are read through libvirt: remove `sysfs_root` (\(sysfs))")
         }
         guard let uri else { return nil }
-        return LabFile.Host(name: name, uri: uri, peerURI: peer, migrationAddress: migrationAddress, sysfsRoot: sysfs,
-                            pools: pools, mdevTypes: mdevs, accelerator: accelerator ?? .kvm, emulator: emulator,
-                            imageDirectory: imageDirectory, sshTarget: ssh, logDirectory: logDirectory, location: location(key))
+        var host = LabFile.Host(name: name, uri: uri, peerURI: peer, migrationAddress: migrationAddress, sysfsRoot: sysfs,
+                                pools: pools, mdevTypes: mdevs, accelerator: accelerator ?? .kvm, emulator: emulator,
+                                imageDirectory: imageDirectory, sshTarget: ssh, logDirectory: logDirectory, location: location(key))
+        host.sshConfig = sshConfig
+        if let qemuPids { host.qemuPidDirectory = qemuPids }
+        if let daemonPid { host.daemonPidFile = daemonPid }
+        host.link = hostLink
+        return host
+    }
+
+    /// `link: {interface: NAME, namespace: NS}`: names only (they go into ip and tc commands).
+    mutating func link(_ node: Node) -> LabFile.Link? {
+        guard let m = mapping(node, context: "`link`", allowed: ["interface", "namespace"], required: ["interface"]) else { return nil }
+        let interface = m["interface"].flatMap { v -> String? in
+            guard let s = string(v, key: "interface") else { return nil }
+            guard s.wholeMatch(of: #/[A-Za-z0-9_.:-]{1,15}/#) != nil, !s.hasPrefix("-") else {
+                error(v, "`interface` is a network interface name of at most 15 letters, digits, _ . : -, like ens1f1; found `\(s)`")
+                return nil
+            }
+            return s
+        }
+        let namespace = m["namespace"].flatMap { v -> String? in
+            guard let s = string(v, key: "namespace") else { return nil }
+            guard s.wholeMatch(of: #/[A-Za-z0-9_.-]{1,64}/#) != nil, !s.hasPrefix("-"), s != ".", s != ".." else {
+                error(v, "`namespace` is a network namespace name (letters, digits, _ . -), like mig; found `\(s)`")
+                return nil
+            }
+            return s
+        }
+        guard let interface, m["namespace"] == nil || namespace != nil else { return nil }
+        return LabFile.Link(interface: interface, namespace: namespace)
     }
 
     /// An absolute path on the host (never relative to the lab file: the host reads it).

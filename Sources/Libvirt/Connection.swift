@@ -120,6 +120,12 @@ public struct DomainEvent: Sendable, Equatable {
     public let kind: Kind
     public let at: ContinuousClock.Instant
 
+    public init(domain: String, kind: Kind, at: ContinuousClock.Instant = .now) {
+        self.domain = domain
+        self.kind = kind
+        self.at = at
+    }
+
     // virDomainEventType values used by miglab.
     public static let started: Int32 = 2
     public static let suspended: Int32 = 3

@@ -59,10 +59,10 @@ extension ScenarioExecution {
         return refs
     }
 
-    func currentDomain() throws -> (LabHost, Domain) {
+    func currentDomain() throws -> (LabHost, any GuestDomain) {
         guard let here = location else { throw RunnerError.step("the guest runs nowhere") }
         let h = try host(here)
-        guard let d = try h.connection.domain(named: domainName), d.isActive else {
+        guard let d = try h.hypervisor.guest(named: domainName), d.isActive else {
             throw RunnerError.step("guest \(domainName) is not running on \(here)")
         }
         return (h, d)
@@ -164,7 +164,7 @@ extension ScenarioExecution {
     /// Every device present with the identity it had after boot, its driver bound, working
     /// (its functional check), and in the PCI state it had on the source before the migration.
     func verifyDevices(on h: LabHost, deadline: ContinuousClock.Instant) async throws -> VerificationRecord {
-        guard let dom = try h.connection.domain(named: domainName), dom.isActive else {
+        guard let dom = try h.hypervisor.guest(named: domainName), dom.isActive else {
             throw RunnerError.step("verify devices: guest \(domainName) is not running on \(h.name)")
         }
         if try dom.state().state == .paused { try dom.resume() }

@@ -4,7 +4,7 @@ import Libvirt
 /// Guest control through qemu-guest-agent, via libvirt's agent API (`virDomainQemuAgentCommand`):
 /// the same path users' own distro images offer.
 struct GuestAgent {
-    let domain: Domain
+    let domain: any GuestDomain
 
     struct AgentError: Error, CustomStringConvertible {
         let description: String

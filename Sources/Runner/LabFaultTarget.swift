@@ -11,7 +11,7 @@ struct LabFaultTarget: FaultTarget {
     let source: LabHost
     let destination: LabHost
     /// The guest's domain the fault acts through: the migration's source, or where it runs.
-    let domain: Domain
+    let domain: any GuestDomain
 
     func host(_ side: MigrationSide) -> LabHost { side == .source ? source : destination }
     func hostName(_ side: MigrationSide) -> String { host(side).name }
@@ -24,7 +24,7 @@ struct LabFaultTarget: FaultTarget {
     }
 
     func abortMigration(on side: MigrationSide) async throws {
-        guard let d = try host(side).connection.domain(named: execution.domainName) else {
+        guard let d = try host(side).hypervisor.guest(named: execution.domainName) else {
             throw FaultError("no guest on \(host(side).name)")
         }
         try d.abortJob()

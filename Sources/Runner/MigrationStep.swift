@@ -40,7 +40,7 @@ extension ScenarioExecution {
         guard location == m.from else {
             throw RunnerError.step("cannot migrate from \(m.from): the guest is on \(location ?? "no host")")
         }
-        guard let dom = try src.connection.domain(named: domainName), dom.isActive else {
+        guard let dom = try src.hypervisor.guest(named: domainName), dom.isActive else {
             throw RunnerError.step("guest \(domainName) is not running on \(m.from)")
         }
         lastMigration = (m.from, m.to)
@@ -93,7 +93,7 @@ extension ScenarioExecution {
 
         // The source's completed-job event carries the final figures the destination's copy of
         // the statistics lacks (libvirt 11.3: the VFIO bytes, the RAM sent).
-        let sourceEvents = try? src.connection.events()
+        let sourceEvents = try? src.hypervisor.domainEvents()
         let faults = m.faults.map(ArmedFault.init)
         let target = LabFaultTarget(execution: self, source: src, destination: dst, domain: dom)
         let label = "[\(scenario.name)] migrate \(m.from) -> \(m.to)"
@@ -191,7 +191,7 @@ extension ScenarioExecution {
         switch result {
         case .success:
             // The destination keeps the completed job's statistics (downtime, iterations).
-            let stats = (try? dst.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
+            let stats = (try? dst.hypervisor.guest(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
                                      stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
             // The destination's copy lacks the device bytes (libvirt 11.3 keeps them on the
@@ -214,7 +214,7 @@ extension ScenarioExecution {
             }
             location = m.to
             // The console moved with the guest: read it on the destination from now on.
-            if consoleCapture != nil, let moved = try? dst.connection.domain(named: domainName) {
+            if consoleCapture != nil, let moved = try? dst.hypervisor.guest(named: domainName) {
                 do { try captureConsole(of: moved) } catch {
                     var e = event(.note)
                     e.message = "cannot read the console on \(m.to) after the migration: \(error)"
@@ -229,7 +229,7 @@ extension ScenarioExecution {
             // source's "canceled by client" (78); the record keeps whichever libvirt reported.
             let cancelled = lv?.code == LibvirtError.operationAborted || faults.contains { $0.cancelledMigration }
             let outcome = cancelled && !timedOut ? "aborted" : "failed"
-            let stats = (try? src.connection.domain(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
+            let stats = (try? src.hypervisor.guest(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats.map(MigrationStats.init) ?? MigrationStats(),
                                      wallSeconds: wall, errorCode: lv?.code, errorDomain: lv?.domain,
                                      errorMessage: timedOut ? "step deadline reached, migration aborted: \(error)" : (lv?.message ?? "\(error)"))
@@ -346,7 +346,7 @@ extension ScenarioExecution {
         }
         for (f, process) in faults.flatMap({ f in f.effects.compactMap(\.guestProcess).map { (f, $0) } }) {
             // The guest is where the migration left it; qemu-ga's exec table moved with it.
-            guard let here = location, let dom = try? host(here).connection.domain(named: domainName), dom.isActive else { continue }
+            guard let here = location, let dom = try? host(here).hypervisor.guest(named: domainName), dom.isActive else { continue }
             let agent = GuestAgent(domain: dom)
             _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
             let status = try? await retry(until: .now + .seconds(30), what: "guest device loop") {
@@ -372,11 +372,11 @@ extension ScenarioExecution {
         // Nothing may be left on the destination. libvirt cleans up asynchronously on some
         // paths (a restarted daemon recovering the incoming job), so wait for it, with a deadline.
         let gone = try? await retry(until: .now + .seconds(10), what: "destination clean-up", every: .milliseconds(100)) {
-            guard try destination.connection.domain(named: domainName) == nil else { throw RunnerError.step("still there") }
+            guard try destination.hypervisor.guest(named: domainName) == nil else { throw RunnerError.step("still there") }
             return true
         }
         var leftover = "clean"
-        if gone == nil, let d = try? destination.connection.domain(named: domainName) {
+        if gone == nil, let d = try? destination.hypervisor.guest(named: domainName) {
             let st = (try? d.state().state.description) ?? "?"
             leftover = "guest left behind (\(st))"
             var e = event(.note)
@@ -410,7 +410,7 @@ extension ScenarioExecution {
                                               pass: tolerated || leftover == "clean", step: stepIndex))
         // The guest stays on the source; when it still runs there, its memory must be intact.
         location = m.from
-        if let d = try? source.connection.domain(named: domainName), d.isActive {
+        if let d = try? source.hypervisor.guest(named: domainName), d.isActive {
             let t0 = ContinuousClock.now
             let r = try await verifyMemory(on: source, deadline: .now + .seconds(120))
             var ph = event(.phase)

@@ -22,7 +22,10 @@ extension ScenarioExecution {
                 throw RunnerError.step("the scenario uses host `\(name)`, which \(labFile.file) does not define")
             }
             inventories[name] = try await onBlockingThread("inventory") { try reader.inventory(of: fileHost) }
-            controls[name] = LibvirtPassthroughControl(connection: try host(name).connection, sysfs: SysfsFunctionReset(host: fileHost))
+            guard let connection = try host(name).connection else {
+                throw RunnerError.step("host `\(name)` has no libvirt connection for its passthrough devices")
+            }
+            controls[name] = LibvirtPassthroughControl(connection: connection, sysfs: SysfsFunctionReset(host: fileHost))
         }
         let plan = try DevicePlanner(lab: labFile).plan(scenario, inventories: inventories)
         let owner = DeviceLockOwner.current(runID: URL(fileURLWithPath: config.artifactsDirectory).lastPathComponent)

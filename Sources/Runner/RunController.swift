@@ -97,7 +97,12 @@ public final class HardwareLabProvider: LabProvider {
     let lab: HardwareLab
     public init(file: LabFile) { lab = HardwareLab(file: file) }
     public var description: String { "lab file \(lab.file.file)" }
-    public func prepare() async throws -> LabEnvironment { try await lab.environment() }
+    /// Hosts with an ssh target get the ssh driver's process and link control.
+    public func prepare() async throws -> LabEnvironment {
+        var actions: [String: any HostActions] = [:]
+        for h in lab.file.hosts { actions[h.name] = SSHHostActions(host: h) }
+        return try await lab.environment(actions: actions)
+    }
     public func finish() async {}
 }
 

@@ -33,7 +33,7 @@ final class ScenarioExecution: @unchecked Sendable {
     let hostConsoleLog: String
     /// Copies the console through libvirt on labs without a shared folder; re-opened on the
     /// destination after each migration.
-    var consoleCapture: ConsoleCapture?
+    var consoleCapture: (any ConsoleReader)?
     /// The devices, locks and host-side changes of a hardware lab's passthrough devices.
     var passthrough: PassthroughSession?
     /// Hosts told to pass guest device resets on to the devices; told back in tear-down.
@@ -149,7 +149,7 @@ final class ScenarioExecution: @unchecked Sendable {
             }
         }
         for (_, h) in lab.hosts {
-            if let d = try h.connection.domain(named: domainName) {
+            if let d = try h.hypervisor.guest(named: domainName) {
                 try await d.remove()
             }
         }
@@ -171,44 +171,31 @@ final class ScenarioExecution: @unchecked Sendable {
                                  accelerator: bootHost.accelerator, consoleLog: hostConsoleLog)
         let xml = def.xml()
         try xml.write(toFile: "\(config.scenarioArtifacts(scenario.name))/domain.xml", atomically: true, encoding: .utf8)
-        let defined = try bootHost.connection.defineDomain(xml: xml)
+        let defined = try bootHost.hypervisor.defineGuest(xml: xml)
         // libvirt has placed every device now; where each one sits is how the guest finds it.
         deviceRefs = try locateDevices(definedXML: try defined.xml(), bootHost: b.host)
     }
 
     /// Refuses, before anything starts, a fault this lab cannot inject (killing processes and
     /// cutting links need a lab that controls the hosts' processes and network): each fault
-    /// kind says what it needs, and the hosts' actions say what they offer.
+    /// kind says what it needs, the hosts' actions say what they offer, and the check is the one
+    /// `miglab validate --lab` makes from a lab file.
     func checkHostActions() throws {
-        func offers(_ c: HostCapability, _ a: any HostActions) -> Bool {
-            switch c {
-            case .processControl: true
-            case .linkControl: a.offersLinkControl
-            // Hosts whose devices take the guest's resets directly need nothing (the default).
-            case .guestResetsReachDevices: true
-            }
+        let problems = scenario.unmetNeeds(lab: lab.summary) { name, capability in
+            guard let h = lab.hosts[name] else { return nil }
+            guard let a = h.actions else { return capability == .guestResetsReachDevices }
+            return Self.offers(a, capability)
         }
-        for step in scenario.flattenedSteps {
-            var needs: [(what: String, hosts: [String], offered: (any HostActions) -> Bool)] = []
-            switch step.action {
-            case let .migrate(m):
-                for f in m.faults {
-                    for c in f.needs.sorted(by: { $0.rawValue < $1.rawValue }) { needs.append((f.kind, [m.from, m.to], { offers(c, $0) })) }
-                }
-                if m.corruptStream != nil {
-                    needs.append(("corrupt_stream", [m.from, m.to], { $0.secondaryAddress != nil && ($0.networkNamespacePath != nil || $0.runsMiglab) }))
-                }
-            case let .inject(action):
-                let hosts = DevicePlanner.visitedHosts(scenario)
-                for c in action.needs.sorted(by: { $0.rawValue < $1.rawValue }) { needs.append((step.kind, hosts, { offers(c, $0) })) }
-            default: break
-            }
-            for (what, hosts, offered) in needs {
-                for name in hosts where lab.hosts[name] != nil && !(lab.hosts[name]?.actions.map(offered) ?? false) {
-                    let at = step.location.map { "\($0): " } ?? ""
-                    throw RunnerError.step("\(at)`\(what)` needs host-side control of host \(name)'s processes and network, which \(lab.summary) does not offer (the built-in lab does)")
-                }
-            }
+        if !problems.isEmpty { throw RunnerError.step(problems.map(\.description).joined(separator: "\n")) }
+    }
+
+    static func offers(_ a: any HostActions, _ capability: HostCapability) -> Bool {
+        switch capability {
+        case .processControl: true
+        case .linkControl: a.offersLinkControl
+        case .streamProxy: a.secondaryAddress != nil && (a.networkNamespacePath != nil || a.runsMiglab)
+        // Hosts whose devices take the guest's resets directly need nothing (the default).
+        case .guestResetsReachDevices: true
         }
     }
 
@@ -218,7 +205,7 @@ final class ScenarioExecution: @unchecked Sendable {
         let dir = config.scenarioArtifacts(scenario.name)
         consoleCapture?.stop()
         for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
-            if let d = try? h.connection.domain(named: domainName) {
+            if let d = try? h.hypervisor.guest(named: domainName) {
                 try? await d.remove()
             }
             if let log = h.qemuLogPath(domain: domainName), FileManager.default.fileExists(atPath: log) {
@@ -380,25 +367,25 @@ final class ScenarioExecution: @unchecked Sendable {
     /// booted on `b.host`, with that host's devices and image, as `setUp` defines it for a boot.
     func restart(_ b: Step.Boot, deadline: ContinuousClock.Instant) async throws {
         consoleCapture?.stop()
-        if let here = location, let dom = try host(here).connection.domain(named: domainName) {
+        if let here = location, let dom = try host(here).hypervisor.guest(named: domainName) {
             try await dom.remove()
         }
         location = nil
         let h = try host(b.host)
-        if let leftover = try h.connection.domain(named: domainName) { try await leftover.remove() }
+        if let leftover = try h.hypervisor.guest(named: domainName) { try await leftover.remove() }
         let def = scenarioDomain(name: domainName, scenario: scenario, plan: passthrough?.plan, host: b.host,
                                  image: images[b.host] ?? image, emulator: h.emulator,
                                  accelerator: h.accelerator, consoleLog: hostConsoleLog)
-        _ = try h.connection.defineDomain(xml: def.xml())
+        _ = try h.hypervisor.defineGuest(xml: def.xml())
         try await boot(b, deadline: deadline)
     }
 
     func boot(_ b: Step.Boot, deadline: ContinuousClock.Instant) async throws {
         let h = try host(b.host)
-        guard let dom = try h.connection.domain(named: domainName) else {
+        guard let dom = try h.hypervisor.guest(named: domainName) else {
             throw RunnerError.step("guest \(domainName) is not defined on host \(b.host)")
         }
-        let events = try h.connection.events()
+        let events = try h.hypervisor.domainEvents()
         progress.show("[\(scenario.name)] boot on \(b.host)")
         location = b.host
         // The guest agent connects once the guest has booted: wait for libvirt's event; a guest
@@ -481,7 +468,7 @@ final class ScenarioExecution: @unchecked Sendable {
     /// Live check (the workload's counter advances), then pause, dump guest RAM, check every
     /// page, resume.
     func verifyMemory(on h: LabHost, deadline: ContinuousClock.Instant) async throws -> VerificationRecord {
-        guard let dom = try h.connection.domain(named: domainName), dom.isActive else {
+        guard let dom = try h.hypervisor.guest(named: domainName), dom.isActive else {
             throw RunnerError.step("verify memory: guest \(domainName) is not running on \(h.name)")
         }
         var r = VerificationRecord(kind: "memory", verdict: "fail")
@@ -547,7 +534,7 @@ final class ScenarioExecution: @unchecked Sendable {
     }
 
     /// The workload pages of the given RAM regions, read with `virDomainMemoryPeek`.
-    static func peekWorkloadPages(_ dom: Domain, regions: [(start: UInt64, length: UInt64)]) async throws -> [MemoryOracle.Page] {
+    static func peekWorkloadPages(_ dom: any GuestDomain, regions: [(start: UInt64, length: UInt64)]) async throws -> [MemoryOracle.Page] {
         let found = Mutex<[MemoryOracle.Page]>([])
         for region in regions {
             try await dom.readPhysicalMemory(from: region.start, count: region.length) { at, block in
@@ -560,9 +547,9 @@ final class ScenarioExecution: @unchecked Sendable {
     }
 
     /// Starts copying the console of `dom` into `consoleLog` (stopping an earlier copy).
-    func captureConsole(of dom: Domain) throws {
+    func captureConsole(of dom: any GuestDomain) throws {
         consoleCapture?.stop()
-        consoleCapture = try ConsoleCapture(domain: dom, appendingTo: consoleLog)
+        consoleCapture = try dom.captureConsole(appendingTo: consoleLog)
     }
 
     func workloadStatus(_ agent: GuestAgent) async throws -> WorkloadStatus {
@@ -653,14 +640,14 @@ final class ScenarioExecution: @unchecked Sendable {
     /// Where the guest is now and its state, from libvirt.
     func locateGuest() -> (String?, String) {
         for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
-            if let d = try? h.connection.domain(named: domainName), d.isActive {
+            if let d = try? h.hypervisor.guest(named: domainName), d.isActive {
                 let st = (try? d.state().state) ?? .noState
                 return (name, Self.stateName(st))
             }
         }
         // Defined but not running somewhere: shut off or crashed.
         for (name, h) in lab.hosts.sorted(by: { $0.key < $1.key }) {
-            if let d = try? h.connection.domain(named: domainName), let st = try? d.state() {
+            if let d = try? h.hypervisor.guest(named: domainName), let st = try? d.state() {
                 return (name, Self.stateName(st.state, reason: st.reason))
             }
         }

@@ -71,6 +71,8 @@ public enum HostCapability: String, Sendable, CaseIterable, CustomStringConverti
     case linkControl = "link control"
     /// A reset the guest's kernel does reaches the host driver of a passed-through device.
     case guestResetsReachDevices = "guest resets passed to devices"
+    /// A proxy in front of the destination's QEMU damages the migration stream (`corrupt_stream`).
+    case streamProxy = "stream proxy"
     public var description: String { rawValue }
 }
 

@@ -102,13 +102,35 @@ struct ListCommand: ParsableCommand {
 
 struct ValidateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "validate", abstract: "Check scenario files against the scenario format.")
+        commandName: "validate", abstract: "Check scenario files against the scenario format (and, with --lab, against what a lab file's hosts offer).")
     @Argument(help: "Scenario files or folders.") var paths: [String]
+    @Option(help: "Lab file: refuse faults its hosts cannot inject (kill-qemu needs `ssh:`, network-partition `link:` too).") var lab: String?
 
     func run() throws {
         let files = try scenarioFiles(paths)
         guard let scenarios = parseScenarios(files) else { throw ExitCode(ExitStatus.badInput) }
-        for s in scenarios { print("\(s.file): ok (\(s.name), \(s.flattenedSteps.count) steps)") }
+        var labFile: LabFile?
+        if let lab {
+            do { labFile = try LabFile.load(path: lab) } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                throw ExitCode(ExitStatus.badInput)
+            }
+        }
+        var ok = true
+        for s in scenarios {
+            if let labFile {
+                let problems = s.unmetNeeds(lab: "lab file \(labFile.file)") { name, c in labFile[host: name].map { $0.offers.contains(c) } }
+                let missing = s.visitedHosts.filter { labFile[host: $0] == nil }
+                if !missing.isEmpty {
+                    FileHandle.standardError.write(Data("\(s.file):1:1: error: the scenario uses host\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which lab file \(labFile.file) does not name\n".utf8))
+                    ok = false
+                }
+                for p in problems { FileHandle.standardError.write(Data("\(p)\n".utf8)) }
+                if !problems.isEmpty || !missing.isEmpty { ok = false; continue }
+            }
+            print("\(s.file): ok (\(s.name), \(s.flattenedSteps.count) steps)")
+        }
+        if !ok { throw ExitCode(ExitStatus.badInput) }
     }
 }
 

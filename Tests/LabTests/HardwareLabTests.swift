@@ -99,7 +99,7 @@ import FoundationXML
     @Test func aLabHostsSysfsIsLocalOrOverSSH() {
         #expect(SysfsFunctionReset(host: .init(name: "a", uri: "qemu:///system"))?.access == .local(root: "/sys"))
         #expect(SysfsFunctionReset(host: .init(name: "a", uri: "qemu:///system", sysfsRoot: "/t/sys"))?.access == .local(root: "/t/sys"))
-        #expect(SysfsFunctionReset(host: .init(name: "a", uri: "qemu+ssh://root@n1/system"))?.access == .ssh(target: "root@n1"))
+        #expect(SysfsFunctionReset(host: .init(name: "a", uri: "qemu+ssh://root@n1/system"))?.access == .ssh(SSHClient(target: "root@n1")))
         #expect(SysfsFunctionReset(host: .init(name: "a", uri: "qemu+tls://n1/system")) == nil)
     }
 

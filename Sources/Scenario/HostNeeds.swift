@@ -1,0 +1,71 @@
+/// What a scenario's steps and faults need of the lab's hosts, checked against what a lab
+/// offers before anything boots: by `miglab validate --lab` from the lab file, and by the runner
+/// from the hosts' actions. One function for both, so they cannot disagree.
+extension Scenario {
+    /// One need of one step: a capability of a host.
+    public struct HostNeed: Sendable, Equatable {
+        public var what: String
+        public var host: String
+        public var capability: HostCapability
+        public var location: SourceLocation?
+    }
+
+    /// Every host a step sends the guest to.
+    public var visitedHosts: [String] {
+        var out: [String] = []
+        for step in flattenedSteps {
+            switch step.action {
+            case let .boot(b), let .restart(b): if !out.contains(b.host) { out.append(b.host) }
+            case let .migrate(m):
+                for h in [m.from, m.to] where !out.contains(h) { out.append(h) }
+            default: break
+            }
+        }
+        return out
+    }
+
+    /// Each step's needs: a fault's on both hosts of its migration, `corrupt_stream`'s on the
+    /// destination, a fault used as a step on every host the guest may run on.
+    public var stepNeeds: [HostNeed] {
+        var out: [HostNeed] = []
+        let hosts = visitedHosts
+        for step in flattenedSteps {
+            switch step.action {
+            case let .migrate(m):
+                for f in m.faults {
+                    for c in f.needs.sorted(by: { $0.rawValue < $1.rawValue }) {
+                        for h in [m.from, m.to] { out.append(HostNeed(what: f.kind, host: h, capability: c, location: f.location ?? step.location)) }
+                    }
+                }
+                if m.corruptStream != nil {
+                    out.append(HostNeed(what: "corrupt_stream", host: m.to, capability: .streamProxy, location: step.location))
+                }
+            case let .inject(action):
+                for c in action.needs.sorted(by: { $0.rawValue < $1.rawValue }) {
+                    for h in hosts { out.append(HostNeed(what: step.kind, host: h, capability: c, location: step.location)) }
+                }
+            default: break
+            }
+        }
+        return out
+    }
+
+    /// The needs a lab does not meet, one message each, at the step or fault that has it.
+    /// `offers(host, capability)` is nil for a host the lab does not have (a step on it fails
+    /// on its own).
+    public func unmetNeeds(lab: String, offers: (String, HostCapability) -> Bool?) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        for n in stepNeeds where offers(n.host, n.capability) == false {
+            let hint = switch n.capability {
+            case .processControl: "give the host `ssh:` in the lab file (the built-in lab and the virtual VFIO hosts offer it)"
+            case .linkControl: "give the host `ssh:` and `link: {interface: ...}` in the lab file (the built-in lab offers it)"
+            case .streamProxy: "run it on the built-in lab or the virtual VFIO hosts"
+            case .guestResetsReachDevices: "run it on hosts whose devices take the guest's resets"
+            }
+            let d = Diagnostic(location: n.location ?? SourceLocation(file: file, line: 0, column: 0),
+                               message: "`\(n.what)` needs host-side control of host \(n.host) (\(n.capability)), which \(lab) does not offer: \(hint)")
+            if !out.contains(d) { out.append(d) }
+        }
+        return out
+    }
+}
