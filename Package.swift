@@ -3,7 +3,7 @@ import PackageDescription
 
 // One target per layer; lower layers never import higher ones:
 //   CLibvirt -> Libvirt -> Lab -> Runner -> Report -> miglab
-//                         Scenario ----^
+//                         Scenario ----^    \-> LabTwin (tests)
 //   CVFIO -> VFIO -> Qualification ----------------------^
 //   CPCI  -> PCI (+ VFIO, Libvirt) ----------------------^
 let package = Package(
@@ -50,6 +50,9 @@ let package = Package(
             "Libvirt", "Lab", "Scenario", "PCI", "CSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The lab in memory (hosts, guests, migration jobs, fault effects) behind the interfaces
+        // the runner uses for libvirt: the runner's unit tests run on it without root.
+        .target(name: "LabTwin", dependencies: ["Lab", "Libvirt", "Runner"]),
         .target(name: "Report", dependencies: ["Runner", "Scenario"]),
         .executableTarget(name: "miglab", dependencies: [
             "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification", "PCI",
@@ -60,7 +63,7 @@ let package = Package(
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PCI", "Scenario", "Libvirt"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
-        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario"]),
+        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario", "LabTwin", "Report", "Libvirt"]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Libvirt"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CVFIO"]),

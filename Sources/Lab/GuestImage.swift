@@ -20,7 +20,12 @@ public struct GuestImage: Sendable, Codable, Equatable {
 
 /// Builds `GuestImage`s from Debian packages (downloaded with `apt-get download` and unpacked
 /// with `dpkg-deb -x`, never installed system-wide), cached by a content hash of every input.
-public struct GuestImageBuilder: Sendable {
+/// Where the runner gets its guest image: built (`GuestImageBuilder`), or a twin's.
+public protocol GuestImageSource: Sendable {
+    func build() throws -> GuestImage
+}
+
+public struct GuestImageBuilder: GuestImageSource {
     public let cacheRoot: String
     let logger: Logger
 
@@ -50,7 +55,9 @@ public struct GuestImageBuilder: Sendable {
     }
 
     /// Returns the cached image for the current inputs, building it when needed.
-    public func build(force: Bool = false) throws -> GuestImage {
+    public func build() throws -> GuestImage { try build(force: false) }
+
+    public func build(force: Bool) throws -> GuestImage {
         let downloads = "\(cacheRoot)/debs"
         try FileManager.default.createDirectory(atPath: downloads, withIntermediateDirectories: true)
         let kernelPackage = try resolveKernelPackage()

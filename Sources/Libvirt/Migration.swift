@@ -64,6 +64,22 @@ public struct JobStats: Sendable, Equatable, Codable {
 
     public var isActive: Bool { type == 1 || type == 2 }
 
+    /// libvirt's names of the fields miglab reads (`VIR_DOMAIN_JOB_*`).
+    public enum Field {
+        public static let timeElapsed = VIR_DOMAIN_JOB_TIME_ELAPSED
+        public static let downtime = VIR_DOMAIN_JOB_DOWNTIME
+        public static let setupTime = VIR_DOMAIN_JOB_SETUP_TIME
+        public static let dataTotal = VIR_DOMAIN_JOB_DATA_TOTAL
+        public static let dataProcessed = VIR_DOMAIN_JOB_DATA_PROCESSED
+        public static let dataRemaining = VIR_DOMAIN_JOB_DATA_REMAINING
+        public static let memoryTotal = VIR_DOMAIN_JOB_MEMORY_TOTAL
+        public static let memoryProcessed = VIR_DOMAIN_JOB_MEMORY_PROCESSED
+        public static let memoryRemaining = VIR_DOMAIN_JOB_MEMORY_REMAINING
+        public static let memoryIteration = VIR_DOMAIN_JOB_MEMORY_ITERATION
+        public static let memoryDirtyRate = VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE
+        public static let memoryBytesPerSecond = VIR_DOMAIN_JOB_MEMORY_BPS
+    }
+
     func value(_ name: String) -> UInt64? { fields[name]?.uint64 }
 
     public var timeElapsedMs: UInt64? { value(VIR_DOMAIN_JOB_TIME_ELAPSED) }

@@ -32,9 +32,9 @@ struct GuestDeviceRef: Sendable, Equatable {
 /// Guest device actions and checks, done inside the guest by `miglab-guestctl` through the
 /// guest agent (the same path a hardware guest offers).
 extension ScenarioExecution {
-    static let guestctl = "/bin/miglab-guestctl"
+    static let guestctl = GuestPaths.guestctl
     /// Register-level checks of 16550 ports (loopback, scratch registers).
-    static let uart = "/bin/miglab-uart"
+    static let uart = GuestPaths.uart
 
     /// The guest's devices, located in the XML of the defined domain: emulated NICs by their
     /// MAC, everything else by its path in the PCI tree.

@@ -99,6 +99,17 @@ struct DeviceInfo: Equatable, Sendable {
     }
 }
 
+/// Where miglab's guest image keeps its tools and the workload's status (a twin of the guest
+/// answers for the same paths).
+public enum GuestPaths {
+    /// Device FLR, reset and info (miglab-guestctl).
+    public static let guestctl = "/bin/miglab-guestctl"
+    /// Register-level checks of 16550 ports (loopback, scratch registers).
+    public static let uart = "/bin/miglab-uart"
+    /// The memory workload's status line.
+    public static let workloadStatus = "/run/miglab-memtest.status"
+}
+
 /// The workload's status line (see memtest.c), read through the guest agent.
 struct WorkloadStatus: Equatable {
     var pass: UInt64
@@ -107,7 +118,7 @@ struct WorkloadStatus: Equatable {
     var errors: UInt64
     var pageCount: UInt64
 
-    static let path = "/run/miglab-memtest.status"
+    static let path = GuestPaths.workloadStatus
 
     /// Parses "MIGLAB-MEMTEST pass=P page=I touched=T errors=E npages=N"; nil for anything else
     /// (guest output is never trusted to be well-formed).

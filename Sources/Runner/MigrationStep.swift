@@ -24,12 +24,31 @@ extension ScenarioExecution {
         var fired = 0
         var nextFireMs: Double?
         var conditionSeenMs: Double?
-        private let done = Mutex<[FaultEffect]>([])
+        private let done = Mutex<(effects: [FaultEffect], errors: [String], firstResult: String?)>(([], [], nil))
         init(_ f: Fault) { fault = f }
 
-        /// What each firing did.
-        var effects: [FaultEffect] { done.withLock { $0 } }
-        func add(_ effect: FaultEffect) { done.withLock { $0.append(effect) } }
+        /// What each firing did, and the firings whose action failed.
+        var effects: [FaultEffect] { done.withLock { $0.effects } }
+        var errors: [String] { done.withLock { $0.errors } }
+        func add(_ effect: FaultEffect) { done.withLock { $0.effects.append(effect); $0.firstResult = $0.firstResult ?? effect.result } }
+        func failed(_ error: String) { done.withLock { $0.errors.append(error) } }
+
+        /// Whether it happened: it fired, and at least one firing acted. A fault that never
+        /// fired, or whose every firing failed, is a claim nothing made true.
+        func record(migration: String, step: Int) -> ExpectationRecord {
+            let (effects, errors, first) = done.withLock { ($0.effects, $0.errors, $0.firstResult) }
+            let trigger = fault.trigger.description + (fault.everyMs.map { ", every \($0) ms" } ?? "")
+            let observed: String
+            if fired == 0 {
+                observed = "never fired: its condition (\(trigger)) did not hold before the migration ended"
+            } else if effects.isEmpty {
+                observed = "fired \(fired)x, never acted: \(errors.first ?? "no result")"
+            } else {
+                observed = "fired \(fired)x (\(trigger)): \(first ?? "")" + (errors.isEmpty ? "" : "; \(errors.count) firing(s) failed: \(errors[0])")
+            }
+            return ExpectationRecord(what: "\(migration): fault `\(fault.kind)` happened", expected: "fired and acted",
+                                     observed: observed, pass: fired > 0 && !effects.isEmpty, step: step)
+        }
         /// It cancelled the migration (an abort whose virDomainAbortJob succeeded).
         var cancelledMigration: Bool { effects.contains(where: \.cancelledMigration) }
     }
@@ -255,6 +274,20 @@ extension ScenarioExecution {
         }
 
         let guestFaultsHappened = try await afterMigration(m, faults: faults, outcome: record.outcome, source: src, destination: dst)
+        // Every fault and damaged stream the step asked for must have happened: each is an
+        // expectation of its own, so one that did not fails the scenario, whatever the
+        // migration did.
+        let what = "migration #\(migrationJudgements.count + 1) (\(m.from) -> \(m.to))"
+        for f in faults { faultChecks.append(f.record(migration: what, step: stepIndex)) }
+        if !guestFaultsHappened {
+            faultChecks.append(ExpectationRecord(what: "\(what): guest-side faults happened", expected: "reported by the guest",
+                                                 observed: "a guest-side fault did not happen (see its fault record)", pass: false, step: stepIndex))
+        }
+        if let p = proxySummary {
+            faultChecks.append(ExpectationRecord(what: "\(what): corrupt_stream damaged the stream", expected: "at least one byte changed",
+                                                 observed: "\(p.flips) flips in \(p.bytes) bytes" + (p.error.map { " (\($0))" } ?? ""),
+                                                 pass: p.flips > 0, step: stepIndex))
+        }
         let expected = scenario.expectation(for: m)
         var judgement = MigrationJudgement(step: stepIndex, expectation: expected, record: record, detectionMs: detectionMs)
         if expected.guestOn != nil || expected.guestState != nil { judgement.guestAfter = locateGuest() }
@@ -320,6 +353,7 @@ extension ScenarioExecution {
             }
         } catch {
             rec.error = "\(error)"
+            f.failed("\(error)")
         }
         return nil
     }

@@ -173,11 +173,11 @@ public final class RunController: @unchecked Sendable {
     public let journal: Journal
     let config: RunConfiguration
     let provider: LabProvider
-    let imageBuilder: GuestImageBuilder
+    let imageBuilder: any GuestImageSource
     let logger: Logger
     let progress: ProgressLine
 
-    public init(config: RunConfiguration, provider: LabProvider, imageBuilder: GuestImageBuilder = GuestImageBuilder(),
+    public init(config: RunConfiguration, provider: LabProvider, imageBuilder: any GuestImageSource = GuestImageBuilder(),
                 logger: Logger = Logger(label: "miglab.run")) throws {
         try FileManager.default.createDirectory(atPath: config.artifactsDirectory, withIntermediateDirectories: true)
         let journalPath = "\(config.artifactsDirectory)/journal.jsonl"

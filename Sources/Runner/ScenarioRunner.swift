@@ -51,6 +51,8 @@ final class ScenarioExecution: @unchecked Sendable {
     var deviceVerdicts: [Bool] = []
     /// Findings of the checks after each failed migration (destination left clean, guest safe).
     var afterFailure: [ExpectationRecord] = []
+    /// Whether each migration's faults (and damaged stream) happened.
+    var faultChecks: [ExpectationRecord] = []
     /// The first line of a host's kernel trouble the runner saw during the scenario.
     var hostCrash: String?
     /// For each completed migration, the VFIO bytes libvirt reported sent while the source still
@@ -269,7 +271,10 @@ final class ScenarioExecution: @unchecked Sendable {
                 journal.record(finish)
                 if !keepGoing {
                     var note = event(.note)
-                    note.message = "the migration ended \(migrationOutcomes.last ?? "?"), not \(migrationJudgements.last?.expectation.outcome.rawValue ?? "?") as expected; the remaining steps are skipped"
+                    let expected = migrationJudgements.last?.expectation.outcome.rawValue ?? "?"
+                    let ended = migrationOutcomes.last ?? "?"
+                    note.message = (ended == expected ? "the migration ended \(ended) as expected, but a fault it asked for did not happen"
+                                                      : "the migration ended \(ended), not \(expected) as expected") + "; the remaining steps are skipped"
                     journal.record(note)
                     return
                 }
@@ -607,6 +612,7 @@ final class ScenarioExecution: @unchecked Sendable {
         if ex.vfioPrecopy == .sent { out.append(Self.vfioPrecopyExpectation(precopyVFIOBytes)) }
         if ex.hostKernel == .crashes || hostCrash != nil { out.append(Self.hostKernelExpectation(ex.hostKernel, crash: hostCrash)) }
         for (i, j) in migrationJudgements.enumerated() { out += j.records(number: i + 1) }
+        out += faultChecks
         out += afterFailure
         if ex.guestOn != nil || ex.guestState != nil {
             let (host, state) = guestWhereabouts()
