@@ -133,16 +133,19 @@ extension RunResult {
         var starts: [Int: Double] = [:]
         var end: JournalEvent?
         var samples: [Int: [MigrationStats]] = [:]   // scenario index -> its running migration's
-        for e in events {
+        var firstEvent: [Int: Int] = [:]              // scenario index -> index of its scenario_started
+        var finishedSays: [Int: String?] = [:]        // what its scenario_finished claims
+        for (index, e) in events.enumerated() {
             switch e.kind {
             case .scenarioStarted:
                 let name = e.scenario ?? "?"
-                scenarios.append(ScenarioResult(name: name, file: e.file, outcome: "error",
-                                                message: "the run ended before this scenario finished",
+                scenarios.append(ScenarioResult(name: name, file: e.file, outcome: ScenarioVerdict.Outcome.incomplete.rawValue,
+                                                message: "the journal ends before this scenario finished (the run died or was killed)",
                                                 durationSeconds: 0, migrations: [], verifications: [], expectations: [],
                                                 timing: Timing()))
                 open[name] = scenarios.count - 1
                 starts[scenarios.count - 1] = e.t
+                firstEvent[scenarios.count - 1] = index
             case .phase:
                 guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
                 switch e.phase {
@@ -178,15 +181,27 @@ extension RunResult {
                 scenarios[i].verifications.append(v)
             case .scenarioFinished:
                 guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
-                scenarios[i].outcome = e.outcome ?? "error"
-                scenarios[i].message = e.message
-                scenarios[i].expectations = e.expectations ?? []
+                finishedSays[i] = e.outcome
                 scenarios[i].durationSeconds = e.durationSeconds ?? (e.t - (starts[i] ?? e.t))
                 open[e.scenario!] = nil
             case .runFinished:
                 end = e
             default:
                 break
+            }
+        }
+        // Each scenario's outcome and expectations from its events (ScenarioVerdict, as the
+        // runner made them); a scenario_finished that claims otherwise is flagged, not believed.
+        for i in scenarios.indices {
+            guard let from = firstEvent[i] else { continue }
+            let to = firstEvent[i + 1] ?? events.count
+            let verdict = ScenarioVerdict.of(Array(events[from..<to]))
+            scenarios[i].outcome = verdict.outcome.rawValue
+            scenarios[i].expectations = verdict.expectations
+            scenarios[i].message = verdict.message
+            if let claimed = finishedSays[i] ?? nil, claimed != verdict.outcome.rawValue {
+                scenarios[i].message = "the journal's scenario_finished says \(claimed), its events say \(verdict.outcome.rawValue)"
+                    + (verdict.message.map { ": \($0)" } ?? "")
             }
         }
         // A scenario the run never finished: its duration is what the journal saw of it.
@@ -285,7 +300,13 @@ extension RunResult {
     public func text() -> String {
         var out: [String] = []
         for s in scenarios {
-            let mark = s.outcome == "passed" ? "PASS" : (s.outcome == "failed" ? "FAIL" : "ERROR")
+            let mark = switch s.outcome {
+            case "passed": "PASS"
+            case "failed": "FAIL"
+            case "interrupted": "INTERRUPTED"
+            case "incomplete": "INCOMPLETE"
+            default: "ERROR"
+            }
             out.append("\(mark)  \(s.name)  \(String(format: "%.1f", s.durationSeconds)) s" + (s.message.map { "  (\($0))" } ?? ""))
             for l in summaryLines(s) { out.append("      \(l)") }
             for e in s.expectations where e.verdict == "fail" {

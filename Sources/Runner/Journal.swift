@@ -1,5 +1,6 @@
 import Foundation
 import Libvirt
+import Scenario
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,7 +23,13 @@ public struct JournalEvent: Codable, Sendable, Equatable {
         case scenarioFinished = "scenario_finished"
         case runFinished = "run_finished"
         case note
+        /// A lab error (the scenario could not be run to its end: outcome `error`) or an
+        /// interruption (outcome `interrupted`); without an outcome, something the run saw
+        /// (a host's kernel trouble).
         case error
+        /// Expectations judged at this point of the run (a migration's, the checks after a
+        /// failed one, the scenario's own at its end).
+        case expectation
     }
 
     public var seq: Int = 0
@@ -45,6 +52,9 @@ public struct JournalEvent: Codable, Sendable, Equatable {
     public var verification: VerificationRecord?
     public var fault: FaultRecord?
     public var expectations: [ExpectationRecord]?
+    /// scenario_started: what the scenario must show (memory, console and device verdicts are
+    /// judged from the verification events against it).
+    public var expect: Expectations?
     public var details: [String: String]?
 
     public init(kind: Kind, scenario: String? = nil) {
@@ -54,7 +64,7 @@ public struct JournalEvent: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case seq, t, wallclock, kind, scenario, file, step, phase, outcome, message, migration, progress, verification,
-             fault, expectations, details
+             fault, expectations, expect, details
         case stepKind = "step_kind"
         case durationSeconds = "duration_s"
     }
@@ -248,6 +258,8 @@ public final class Journal: @unchecked Sendable {
     private let fd: Int32
     private let lock = NSLock()
     private var seq = 0
+    /// What was recorded, for the verdict of the scenario that runs (the file is the record).
+    private var recorded: [JournalEvent] = []
     private let start = ContinuousClock.now
     private let encoder: JSONEncoder
     private let formatter = ISO8601DateFormatter()
@@ -276,6 +288,7 @@ public final class Journal: @unchecked Sendable {
             e.seq = seq
             e.t = (elapsed * 1000).rounded() / 1000
             e.wallclock = formatter.string(from: Date())
+            recorded.append(e)
             if var line = try? encoder.encode(e) {
                 line.append(0x0A)
                 line.withUnsafeBytes { raw in
@@ -289,6 +302,11 @@ public final class Journal: @unchecked Sendable {
             }
         }
         return e
+    }
+
+    /// The events recorded from sequence number `seq` on.
+    public func events(from seq: Int) -> [JournalEvent] {
+        lock.withLock { Array(recorded.drop { $0.seq < seq }) }
     }
 
     /// Reads a journal back. A torn last line (the runner died mid-write) is skipped;

@@ -191,7 +191,7 @@ extension ScenarioExecution {
                                          wallSeconds: (ContinuousClock.now - t0).seconds)
             record.errorMessage = "the host's kernel crashed during the migration: \(hostCrash ?? "")"
             // Journaled, but not held to `expect.migrations`: the host-kernel expectation judges it.
-            migrationRecords.append(record)
+            migrationsEnded += 1
             var e = event(.migrationFinished)
             e.migration = record
             e.outcome = record.outcome
@@ -254,8 +254,7 @@ extension ScenarioExecution {
                                      errorMessage: timedOut ? "step deadline reached, migration aborted: \(error)" : (lv?.message ?? "\(error)"))
             if let f = firstFaultMs { detectionMs = endMs - f }
         }
-        migrationOutcomes.append(record.outcome)
-        migrationRecords.append(record)
+        migrationsEnded += 1
         var e = event(.migrationFinished)
         e.migration = record
         e.outcome = record.outcome
@@ -277,8 +276,9 @@ extension ScenarioExecution {
         // Every fault and damaged stream the step asked for must have happened: each is an
         // expectation of its own, so one that did not fails the scenario, whatever the
         // migration did.
-        let what = "migration #\(migrationJudgements.count + 1) (\(m.from) -> \(m.to))"
-        for f in faults { faultChecks.append(f.record(migration: what, step: stepIndex)) }
+        migrationsJudged += 1
+        let what = "migration #\(migrationsJudged) (\(m.from) -> \(m.to))"
+        var faultChecks = faults.map { $0.record(migration: what, step: stepIndex) }
         if !guestFaultsHappened {
             faultChecks.append(ExpectationRecord(what: "\(what): guest-side faults happened", expected: "reported by the guest",
                                                  observed: "a guest-side fault did not happen (see its fault record)", pass: false, step: stepIndex))
@@ -291,7 +291,8 @@ extension ScenarioExecution {
         let expected = scenario.expectation(for: m)
         var judgement = MigrationJudgement(step: stepIndex, expectation: expected, record: record, detectionMs: detectionMs)
         if expected.guestOn != nil || expected.guestState != nil { judgement.guestAfter = locateGuest() }
-        migrationJudgements.append(judgement)
+        lastJudgement = judgement
+        judge(judgement.records(number: migrationsJudged) + faultChecks)
         if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within the step's deadline") }
         return !streamUndamaged && guestFaultsHappened && record.outcome == expected.outcome.rawValue
     }
@@ -439,9 +440,9 @@ extension ScenarioExecution {
             }
         }
         let tolerated = scenario.expect.destinationAfterFailure == .any
-        afterFailure.append(ExpectationRecord(what: "destination after failed migration #\(migrationRecords.count)",
-                                              expected: tolerated ? "any (reported)" : "clean", observed: leftover,
-                                              pass: tolerated || leftover == "clean", step: stepIndex))
+        judge([ExpectationRecord(what: "destination after failed migration #\(migrationsEnded)",
+                                 expected: tolerated ? "any (reported)" : "clean", observed: leftover,
+                                 pass: tolerated || leftover == "clean", step: stepIndex)])
         // The guest stays on the source; when it still runs there, its memory must be intact.
         location = m.from
         if let d = try? source.hypervisor.guest(named: domainName), d.isActive {
@@ -454,7 +455,6 @@ extension ScenarioExecution {
             journal.record(ph)
             var rec = r
             rec.detail = "after the failed migration, on the source: " + (r.detail ?? "")
-            memoryVerdicts.append(r.verdict == "pass")
             record(verification: rec)
         } else {
             location = nil

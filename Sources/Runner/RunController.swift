@@ -209,8 +209,9 @@ public final class RunController: @unchecked Sendable {
             var started = JournalEvent(kind: .scenarioStarted, scenario: scenario.name)
             started.file = scenario.file
             started.message = scenario.description
-            journal.record(started)
-            let outcome = await runOne(scenario, lab: &lab, image: &image)
+            started.expect = scenario.expect
+            let first = journal.record(started).seq
+            let outcome = await runOne(scenario, from: first, lab: &lab, image: &image)
             if outcome != "passed" { allPassed = false }
             if Task.isCancelled { interrupted = true; break }
         }
@@ -228,11 +229,18 @@ public final class RunController: @unchecked Sendable {
         return allPassed && !interrupted
     }
 
-    func runOne(_ scenario: Scenario, lab: inout LabEnvironment?, image: inout GuestImage?) async -> String {
+    /// Runs one scenario whose `scenario_started` is journal event `first`; its outcome is the
+    /// verdict of its journal events (`ScenarioVerdict`), as `miglab report` makes it.
+    func runOne(_ scenario: Scenario, from first: Int, lab: inout LabEnvironment?, image: inout GuestImage?) async -> String {
         let t0 = ContinuousClock.now
         var exec: ScenarioExecution?
-        var outcome = "error"
-        var message: String?
+        /// A lab error or an interruption ends the scenario: journaled as such.
+        func stopped(_ outcome: ScenarioVerdict.Outcome, _ message: String) {
+            var e = JournalEvent(kind: .error, scenario: scenario.name)
+            e.outcome = outcome.rawValue
+            e.message = message
+            journal.record(e)
+        }
         do {
             if lab == nil {
                 progress.show("[\(scenario.name)] preparing the \(provider.description)")
@@ -253,18 +261,16 @@ public final class RunController: @unchecked Sendable {
             phase("lab_setup", scenario, since: t0, message: "lab ready, guest defined")
             do {
                 try await e.runSteps()
-                let exp = e.expectations()
-                outcome = exp.allSatisfy { $0.verdict == "pass" } && !exp.isEmpty ? "passed" : "failed"
-                if exp.isEmpty { message = "the scenario checked nothing (no migration, no verification)" }
+                e.judgeTheEnd()
             } catch is CancellationError {
-                message = "interrupted"
+                stopped(.interrupted, "interrupted")
             } catch {
-                message = "\(error)"
+                stopped(.error, "\(error)")
             }
         } catch is CancellationError {
-            message = "interrupted"
+            stopped(.interrupted, "interrupted")
         } catch {
-            message = "\(error)"
+            stopped(.error, "\(error)")
         }
         if let exec {
             // Crashed hosts are thrown away first (their logs kept): their daemons answer no
@@ -286,16 +292,16 @@ public final class RunController: @unchecked Sendable {
                 e.message = "the crashed hosts were thrown away with their devices: " + exec.passthroughRestoreProblems.joined(separator: "; ")
                 journal.record(e)
             } else if !exec.passthroughRestoreProblems.isEmpty {
-                outcome = "error"
-                message = [message, "passthrough devices not restored: " + exec.passthroughRestoreProblems.joined(separator: "; ")]
-                    .compactMap { $0 }.joined(separator: "; ")
+                stopped(.error, "passthrough devices not restored: " + exec.passthroughRestoreProblems.joined(separator: "; "))
             }
         }
         progress.clear()
+        let verdict = ScenarioVerdict.of(journal.events(from: first), ended: true)
+        let outcome = verdict.outcome.rawValue
         var fin = JournalEvent(kind: .scenarioFinished, scenario: scenario.name)
         fin.outcome = outcome
-        fin.message = message
-        fin.expectations = exec?.expectations()
+        fin.message = verdict.message
+        fin.expectations = verdict.expectations
         fin.durationSeconds = (ContinuousClock.now - t0).seconds
         journal.record(fin)
         return outcome

@@ -44,22 +44,15 @@ final class ScenarioExecution: @unchecked Sendable {
     var passthroughRestoreProblems: [String] = []
     /// Where the guest runs now (host name), nil before boot.
     var location: String?
-    var migrationOutcomes: [String] = []
-    var migrationRecords: [MigrationRecord] = []
-    var memoryVerdicts: [Bool] = []
-    var consoleVerdicts: [Bool] = []
-    var deviceVerdicts: [Bool] = []
-    /// Findings of the checks after each failed migration (destination left clean, guest safe).
-    var afterFailure: [ExpectationRecord] = []
-    /// Whether each migration's faults (and damaged stream) happened.
-    var faultChecks: [ExpectationRecord] = []
+    /// Migrations that ended (journaled), and the last one held to its expectation.
+    var migrationsEnded = 0
+    var migrationsJudged = 0
+    var lastJudgement: MigrationJudgement?
     /// The first line of a host's kernel trouble the runner saw during the scenario.
     var hostCrash: String?
     /// For each completed migration, the VFIO bytes libvirt reported sent while the source still
     /// ran (its last pre-copy sample); nil where libvirt reports none.
     var precopyVFIOBytes: [UInt64?] = []
-    /// Each migration's expectation and what it is judged on, in order.
-    var migrationJudgements: [MigrationJudgement] = []
     /// The last migration's hosts, for `expect.guest.on`.
     var lastMigration: (from: String, to: String)?
     /// The guest's devices (emulated and passed through) and how the guest tool finds them;
@@ -271,8 +264,8 @@ final class ScenarioExecution: @unchecked Sendable {
                 journal.record(finish)
                 if !keepGoing {
                     var note = event(.note)
-                    let expected = migrationJudgements.last?.expectation.outcome.rawValue ?? "?"
-                    let ended = migrationOutcomes.last ?? "?"
+                    let expected = lastJudgement?.expectation.outcome.rawValue ?? "?"
+                    let ended = lastJudgement?.record.outcome ?? "?"
                     note.message = (ended == expected ? "the migration ended \(ended) as expected, but a fault it asked for did not happen"
                                                       : "the migration ended \(ended), not \(expected) as expected") + "; the remaining steps are skipped"
                     journal.record(note)
@@ -446,7 +439,6 @@ final class ScenarioExecution: @unchecked Sendable {
         if v.memory {
             progress.show("[\(scenario.name)] verify memory on \(here)")
             let r = try await verifyMemory(on: h, deadline: deadline)
-            memoryVerdicts.append(r.verdict == "pass")
             record(verification: r)
         }
         if v.console {
@@ -458,13 +450,11 @@ final class ScenarioExecution: @unchecked Sendable {
             r.host = here
             r.findings = findings.prefix(20).map(\.description)
             r.detail = "\(ConsoleScanner.consoleLines(text).count) console lines scanned"
-            consoleVerdicts.append(findings.isEmpty)
             record(verification: r)
         }
         if v.devices {
             progress.show("[\(scenario.name)] verify devices on \(here)")
             let r = try await verifyDevices(on: h, deadline: deadline)
-            deviceVerdicts.append(r.verdict == "pass")
             record(verification: r)
         }
         progress.clear()
@@ -606,14 +596,22 @@ final class ScenarioExecution: @unchecked Sendable {
                           pass: (expected == .crashes) == (crash != nil))
     }
 
-    func expectations() -> [ExpectationRecord] {
+    /// Journals expectations judged now; the scenario's verdict is made from the journal.
+    func judge(_ records: [ExpectationRecord]) {
+        guard !records.isEmpty else { return }
+        var e = event(.expectation)
+        e.expectations = records
+        journal.record(e)
+    }
+
+    /// The scenario's own expectations judged at its end (before tear-down): the host
+    /// kernels, VFIO pre-copy, where the guest is. Its memory, console and device verdicts are
+    /// judged from the verification events (`ScenarioVerdict`).
+    func judgeTheEnd() {
         var out: [ExpectationRecord] = []
         let ex = scenario.expect
         if ex.vfioPrecopy == .sent { out.append(Self.vfioPrecopyExpectation(precopyVFIOBytes)) }
         if ex.hostKernel == .crashes || hostCrash != nil { out.append(Self.hostKernelExpectation(ex.hostKernel, crash: hostCrash)) }
-        for (i, j) in migrationJudgements.enumerated() { out += j.records(number: i + 1) }
-        out += faultChecks
-        out += afterFailure
         if ex.guestOn != nil || ex.guestState != nil {
             let (host, state) = guestWhereabouts()
             if let on = ex.guestOn, let m = lastMigration {
@@ -625,19 +623,11 @@ final class ScenarioExecution: @unchecked Sendable {
                 out.append(ExpectationRecord(what: "guest state", expected: st.rawValue, observed: state))
             }
         }
-        if !memoryVerdicts.isEmpty {
-            out.append(ExpectationRecord(what: "memory", expected: ex.memory.rawValue,
-                                         observed: memoryVerdicts.allSatisfy { $0 } ? "intact" : "corrupted"))
-        }
-        if !consoleVerdicts.isEmpty {
-            out.append(ExpectationRecord(what: "console", expected: ex.console.rawValue,
-                                         observed: consoleVerdicts.allSatisfy { $0 } ? "clean" : "errors"))
-        }
-        if !deviceVerdicts.isEmpty {
-            out.append(ExpectationRecord(what: "devices", expected: ex.devices.rawValue,
-                                         observed: deviceVerdicts.allSatisfy { $0 } ? "working" : "broken"))
-        }
-        return out
+        var e = event(.expectation)
+        e.step = nil
+        e.expectations = out
+        e.message = "the scenario's end"
+        if !out.isEmpty { journal.record(e) }
     }
 
     /// Where the guest is at the end and its state, from libvirt (computed once).

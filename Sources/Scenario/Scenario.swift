@@ -295,6 +295,37 @@ public struct Expectations: Sendable, Equatable, Codable {
     public enum VFIOPrecopyVerdict: String, Sendable, Codable, CaseIterable { case sent }
     public enum HostKernelVerdict: String, Sendable, Codable, CaseIterable { case healthy, crashes }
 
+    /// In the journal as in scenario files: snake_case.
+    enum CodingKeys: String, CodingKey {
+        case migrations, memory, console, devices
+        case errorCodes = "error_codes"
+        case errorMessage = "error_message"
+        case guestOn = "guest_on"
+        case guestState = "guest_state"
+        case failureDetectedWithinSeconds = "failure_detected_within_s"
+        case destinationAfterFailure = "destination_after_failure"
+        case hostKernel = "host_kernel"
+        case vfioPrecopy = "vfio_precopy"
+    }
+
+    /// Missing keys take their defaults (a journal of an older miglab).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init()
+        migrations = try c.decodeIfPresent(MigrationOutcome.self, forKey: .migrations) ?? migrations
+        memory = try c.decodeIfPresent(MemoryVerdict.self, forKey: .memory) ?? memory
+        console = try c.decodeIfPresent(ConsoleVerdict.self, forKey: .console) ?? console
+        devices = try c.decodeIfPresent(DeviceVerdict.self, forKey: .devices) ?? devices
+        errorCodes = try c.decodeIfPresent([Int32].self, forKey: .errorCodes)
+        errorMessage = try c.decodeIfPresent(String.self, forKey: .errorMessage)
+        guestOn = try c.decodeIfPresent(MigrationSide.self, forKey: .guestOn)
+        guestState = try c.decodeIfPresent(GuestState.self, forKey: .guestState)
+        failureDetectedWithinSeconds = try c.decodeIfPresent(Double.self, forKey: .failureDetectedWithinSeconds)
+        destinationAfterFailure = try c.decodeIfPresent(DestinationAfterFailure.self, forKey: .destinationAfterFailure) ?? destinationAfterFailure
+        hostKernel = try c.decodeIfPresent(HostKernelVerdict.self, forKey: .hostKernel) ?? hostKernel
+        vfioPrecopy = try c.decodeIfPresent(VFIOPrecopyVerdict.self, forKey: .vfioPrecopy)
+    }
+
     public init(migrations: MigrationOutcome = .completed, memory: MemoryVerdict = .intact, console: ConsoleVerdict = .clean,
                 devices: DeviceVerdict = .working, errorCodes: [Int32]? = nil, errorMessage: String? = nil,
                 guestOn: MigrationSide? = nil, guestState: GuestState? = nil, failureDetectedWithinSeconds: Double? = nil) {

@@ -6,10 +6,18 @@ import FoundationXML
 @testable import Lab
 
 struct QEMUGateTests {
+    /// A fake QEMU that prints `version`. It is ready once it can be run: another test's
+    /// child process, between its fork and its exec, may still hold a copy of the descriptor
+    /// the script was written through, and running a file open for writing fails with
+    /// ETXTBSY ("Text file busy") until that child has exec'd.
     func fakeQEMU(_ version: String) throws -> String {
         let path = NSTemporaryDirectory() + "fake-qemu-\(UUID().uuidString)"
         try "#!/bin/sh\necho 'QEMU emulator version \(version) (Debian)'\n".write(toFile: path, atomically: true, encoding: .utf8)
         chmod(path, 0o755)
+        for _ in 0..<600 {
+            if (try? Command.run([path], check: false)) != nil { break }
+            usleep(50_000)
+        }
         return path
     }
 

@@ -79,7 +79,7 @@ struct RunResultTests {
         let events = Array(passedRun.prefix(5))
         let r = RunResult(journal: events)
         #expect(r.outcome == "incomplete")
-        #expect(r.scenarios[0].outcome == "error")
+        #expect(r.scenarios[0].outcome == "incomplete")
         #expect(r.scenarios[0].migrations.count == 1)
         #expect(r.scenarios[0].durationSeconds == 8)
         #expect(r.junit().contains("<error"))
@@ -87,8 +87,8 @@ struct RunResultTests {
 
     @Test func failedExpectationShowsInJUnit() {
         var events = passedRun
+        events[5].verification?.verdict = "fail"
         events[7].outcome = "failed"
-        events[7].expectations = [ExpectationRecord(what: "memory", expected: "intact", observed: "corrupted")]
         events[8].outcome = "failed"
         let r = RunResult(journal: events)
         #expect(r.outcome == "failed")
@@ -99,12 +99,38 @@ struct RunResultTests {
 
     @Test func junitEscapesGuestText() throws {
         var events = passedRun
-        events[7].outcome = "error"
-        events[7].message = "console <said> \"hi\" & \u{1}bye"
+        events.insert(ev(.error, 9.5) { $0.outcome = "error"; $0.message = "console <said> \"hi\" & \u{1}bye" }, at: 7)
+        events[8].outcome = "error"
         let x = RunResult(journal: events).junit()
         #expect(x.contains("console &lt;said&gt; &quot;hi&quot; &amp; ?bye"))
         // Well-formed XML.
         _ = try XMLParserCheck.parse(x)
+    }
+
+    /// The report judges the journal's facts, not its claims: a scenario_finished that says
+    /// passed over a failed verification, a lab error or no check at all is not a pass.
+    @Test func aFinishedEventThatClaimsAPassIsNotBelieved() {
+        var failedCheck = passedRun
+        failedCheck[5].verification?.verdict = "fail"
+        let f = RunResult(journal: failedCheck)
+        #expect(f.scenarios[0].outcome == "failed" && f.outcome == "failed")
+        #expect(f.scenarios[0].message?.hasPrefix("the journal's scenario_finished says passed, its events say failed") == true)
+
+        var labError = passedRun
+        labError.insert(ev(.error, 9.5) { $0.outcome = "error"; $0.message = "cannot connect" }, at: 7)
+        #expect(RunResult(journal: labError).scenarios[0].outcome == "error")
+
+        var judged = passedRun
+        judged.insert(ev(.expectation, 8.5) {
+            $0.expectations = [ExpectationRecord(what: "migration #1 (a -> b)", expected: "completed", observed: "failed", step: 1)]
+        }, at: 5)
+        let j = RunResult(journal: judged)
+        #expect(j.scenarios[0].outcome == "failed")
+        #expect(j.scenarios[0].expectations.map(\.what) == ["migration #1 (a -> b)", "memory"])
+
+        // Nothing checked: no expectation at all.
+        let nothing = passedRun.filter { $0.kind != .verification }
+        #expect(RunResult(journal: nothing).scenarios[0].outcome == "failed")
     }
 
     @Test func emptyJournalIsNotAPass() {
