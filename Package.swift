@@ -4,6 +4,7 @@ import PackageDescription
 // One target per layer; lower layers never import higher ones:
 //   CLibvirt -> Libvirt -> Lab -> Runner -> Report -> miglab
 //                         Scenario ----^    \-> LabTwin (tests)
+//                         Scenario -> Journal -^ (the journal's schema and the verdict)
 //   CVFIO -> VFIO -> Qualification ----------------------^
 //   CPCI  -> PCI (+ VFIO, Libvirt) ----------------------^
 let package = Package(
@@ -46,16 +47,18 @@ let package = Package(
         .target(name: "Scenario", dependencies: [
             .product(name: "Yams", package: "Yams"),
         ]),
+        // The journal's schema, its writer and reader, and the verdict made from it.
+        .target(name: "Journal", dependencies: ["Scenario"]),
         .target(name: "Runner", dependencies: [
-            "Libvirt", "Lab", "Scenario", "PCI", "CSystem",
+            "Libvirt", "Lab", "Scenario", "PCI", "CSystem", "Journal",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The lab in memory (hosts, guests, migration jobs, fault effects) behind the interfaces
         // the runner uses for libvirt: the runner's unit tests run on it without root.
         .target(name: "LabTwin", dependencies: ["Lab", "Libvirt", "Runner"]),
-        .target(name: "Report", dependencies: ["Runner", "Scenario"]),
+        .target(name: "Report", dependencies: ["Runner", "Scenario", "Journal"]),
         .executableTarget(name: "miglab", dependencies: [
-            "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification", "PCI",
+            "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification", "PCI", "Journal",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -63,12 +66,12 @@ let package = Package(
         .testTarget(name: "LibvirtTests", dependencies: ["Libvirt"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PCI", "Scenario", "Libvirt"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
-        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario", "LabTwin", "Report", "Libvirt"]),
-        .testTarget(name: "ReportTests", dependencies: ["Report", "Runner"]),
+        .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario", "LabTwin", "Report", "Libvirt", "Journal"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "Runner", "Journal"]),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Libvirt"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CVFIO"]),
         .testTarget(name: "QualificationTests", dependencies: ["Qualification", "VFIO"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Runner", "Lab", "Scenario", "Report", "Libvirt"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Runner", "Lab", "Scenario", "Report", "Libvirt", "Journal"]),
     ],
     swiftLanguageModes: [.v6]
 )

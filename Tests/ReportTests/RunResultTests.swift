@@ -1,3 +1,4 @@
+import Journal
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML

@@ -1,5 +1,4 @@
 import Foundation
-import Libvirt
 import Scenario
 #if canImport(Glibc)
 import Glibc
@@ -90,20 +89,6 @@ public struct MigrationStats: Codable, Sendable, Equatable {
 
     public init() {}
 
-    public init(_ s: JobStats) {
-        timeElapsedMs = s.timeElapsedMs
-        downtimeMs = s.downtimeMs
-        setupTimeMs = s.setupTimeMs
-        dataTotalBytes = s.dataTotalBytes
-        dataProcessedBytes = s.dataProcessedBytes
-        dataRemainingBytes = s.dataRemainingBytes
-        memoryIterations = s.memoryIterations
-        memoryDirtyRatePagesPerSecond = s.memoryDirtyRatePagesPerSecond
-        memoryBytesPerSecond = s.memoryBytesPerSecond
-        memoryProcessedBytes = s.memoryProcessedBytes
-        vfioDataBytes = s.vfioDataTransferredBytes
-    }
-
     enum CodingKeys: String, CodingKey {
         case timeElapsedMs = "time_elapsed_ms"
         case downtimeMs = "downtime_ms"
@@ -127,15 +112,6 @@ public enum MigrationPhase: String, Codable, Sendable, Equatable {
     case setup
     case preCopy = "pre_copy"
     case stopCopy = "stop_copy"
-
-    /// The phase a source-side sample is in: a source that no longer runs (paused for the
-    /// switchover, or already shut off once the migration completed: the state is read just
-    /// after the statistics) is in stop-copy; a running one is in set-up until the first byte
-    /// went out.
-    public static func of(sourceRunning: Bool, stats: JobStats) -> MigrationPhase {
-        if !sourceRunning { return .stopCopy }
-        return (stats.dataProcessedBytes ?? 0) == 0 ? .setup : .preCopy
-    }
 }
 
 public struct MigrationRecord: Codable, Sendable, Equatable {
@@ -268,7 +244,7 @@ public final class Journal: @unchecked Sendable {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw RunnerError.io("cannot open the journal \(path): \(String(cString: strerror(errno)))")
+            throw JournalError("cannot open the journal \(path): \(String(cString: strerror(errno)))")
         }
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -313,7 +289,7 @@ public final class Journal: @unchecked Sendable {
     /// any other bad line is an error naming the line.
     public static func read(path: String) throws -> [JournalEvent] {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw RunnerError.io("cannot read the journal \(path)")
+            throw JournalError("cannot read the journal \(path)")
         }
         let lines = data.split(separator: 0x0A, omittingEmptySubsequences: false)
         var events: [JournalEvent] = []
@@ -324,31 +300,22 @@ public final class Journal: @unchecked Sendable {
                 events.append(try decoder.decode(JournalEvent.self, from: Data(line)))
             } catch {
                 if i == lines.count - 1 && !endsWithNewline { continue } // torn last line
-                throw RunnerError.io("\(path):\(i + 1): not a journal event (\(error)); the journal is damaged")
+                throw JournalError("\(path):\(i + 1): not a journal event (\(error)); the journal is damaged")
             }
         }
         return events
     }
 }
 
-public enum RunnerError: Error, CustomStringConvertible, Sendable {
-    case io(String)
-    case step(String)
-    case timeout(String)
-    /// A host's kernel broke (its console says so): nothing on that host can be waited for.
-    case hostCrashed(String)
-
-    public var description: String {
-        switch self {
-        case let .io(s), let .step(s): return s
-        case let .timeout(s): return "timed out: \(s)"
-        case let .hostCrashed(s): return "a host's kernel crashed: \(s)"
-        }
-    }
+/// A journal that cannot be opened, read or parsed.
+public struct JournalError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ d: String) { description = d }
 }
 
 extension Duration {
-    var seconds: Double {
+    /// Seconds as a Double.
+    public var seconds: Double {
         let c = components
         return Double(c.seconds) + Double(c.attoseconds) / 1e18
     }
