@@ -37,7 +37,8 @@ public struct HardwareLab: Sendable {
             hosts[h.name] = LabHost(name: h.name, controlURI: h.uri, peerURI: h.peerURI, migrationAddress: h.migrationAddress,
                                     logDirectory: h.logDirectory, connection: connection, actions: actions[h.name],
                                     accelerator: h.accelerator, emulator: h.emulator,
-                                    imagePoolDirectory: h.imageDirectory)
+                                    imagePoolDirectory: h.imageDirectory,
+                                    migrationURI: h.migrationAddress.map { "tcp://" + ($0.contains(":") ? "[\($0)]" : $0) })
         }
         return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file,
                                       trouble: trouble)

@@ -13,6 +13,11 @@ public final class LabHost: Sendable {
     public let peerURI: String
     /// Address the migration stream is sent to, e.g. 10.77.0.2 (tcp://ADDRESS:PORT).
     public let migrationAddress: String?
+    /// The URI the migration stream goes to (`tcp://ADDRESS`), when the runner must name it:
+    /// a lab file's hosts name a migration network, which libvirt would not pick by itself
+    /// (it uses the destination's host name). nil: the host's libvirt picks (the built-in lab
+    /// sets `migration_host` in each daemon's qemu.conf).
+    public let migrationURI: String?
     /// Where this host's libvirtd and QEMU logs are, when the runner can read them.
     public let logDirectory: String?
     /// Host-side fault actions, where the lab can do them.
@@ -31,8 +36,9 @@ public final class LabHost: Sendable {
     public init(name: String, controlURI: String, peerURI: String, migrationAddress: String?,
                 logDirectory: String?, connection: any HypervisorHost, actions: HostActions? = nil,
                 accelerator: DomainDefinition.Accelerator = .tcg, emulator: String? = nil,
-                imagePoolDirectory: String? = nil) {
+                imagePoolDirectory: String? = nil, migrationURI: String? = nil) {
         self.name = name
+        self.migrationURI = migrationURI
         self.controlURI = controlURI
         self.peerURI = peerURI
         self.migrationAddress = migrationAddress

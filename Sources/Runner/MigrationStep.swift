@@ -104,12 +104,9 @@ extension ScenarioExecution {
             params.listenAddress = second
         }
 
-        // A lab file's hosts name the address the stream must go to (a migration network);
-        // libvirt would otherwise use the destination's host name. (The built-in lab sets
-        // migration_host in each daemon's qemu.conf.)
-        if proxy == nil, lab.labFile != nil, let address = dst.migrationAddress {
-            params.migrationURI = "tcp://" + (address.contains(":") ? "[\(address)]" : address)
-        }
+        // The host says where the stream goes when libvirt would not pick it (a lab file's
+        // migration network).
+        if proxy == nil, let uri = dst.migrationURI { params.migrationURI = uri }
 
         // The source's completed-job event carries the final figures the destination's copy of
         // the statistics lacks (libvirt 11.3: the VFIO bytes, the RAM sent).

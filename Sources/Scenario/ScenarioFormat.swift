@@ -224,7 +224,7 @@ public enum ScenarioFormat {
     }
 
     public static let scenario = FormatObject("the scenario", [
-        FormatKey("version", .integer(1...1), "the format version"),
+        FormatKey("version", .integer(ScenarioParser.readableVersions), "the format version (1 or 2; default 2)"),
         FormatKey("name", .text(pattern: "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), required: true, "the scenario's name"),
         FormatKey("description", .text, "one line on what it shows"),
         FormatKey("tags", .list(.text(pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$")), "words `--tags` selects by"),

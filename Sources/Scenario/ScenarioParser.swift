@@ -22,7 +22,10 @@ public struct ScenarioErrors: Error, Sendable, CustomStringConvertible {
 /// so that unknown keys, wrong types and bad values are reported where they are written.
 /// Yams' Codable decoder drops source positions, hence this walk over Yams' node tree.
 public struct ScenarioParser {
-    public static let formatVersion = 1
+    /// The format this miglab writes about; it reads every version in `readableVersions`.
+    /// v2 added per-step `expect`, `matrix`/`exclude`, `set-bandwidth` and tags that select.
+    public static let formatVersion = 2
+    public static let readableVersions = 1...2
 
     public init() {}
 
@@ -83,10 +86,14 @@ public struct ScenarioParser {
             }
             return [scenario!]
         }
+        if let v = root.mapping?["version"], v.int == 1 {
+            reader.error(matrixNode, "`matrix` is format v2: write `version: 2` at \(reader.location(v))")
+        }
         guard let matrix = ScenarioMatrix.read(matrix: matrixNode, exclude: root.mapping?["exclude"], reader: &reader) else {
             throw ScenarioErrors(diagnostics: reader.diagnostics)
         }
         let combinations = matrix.combinations
+        if !reader.diagnostics.isEmpty { throw ScenarioErrors(diagnostics: reader.diagnostics) }
         if combinations.isEmpty {
             reader.error(matrixNode, "`exclude` removes every combination of the matrix")
             throw ScenarioErrors(diagnostics: reader.diagnostics)
@@ -125,6 +132,23 @@ struct NodeReader: YAMLNodeReading {
     var diagnostics: [Diagnostic] = []
     /// A matrix combination's `[axis=value,...]`, appended to the scenario's name.
     var nameSuffix = ""
+    /// The file's `version` (the current one when it says none).
+    var formatVersion = ScenarioParser.formatVersion
+
+    /// A file that says v1 uses nothing of v2 (an older miglab would refuse it): each use is
+    /// named at its place.
+    mutating func checkVersion1(_ steps: [Step], version: Node) {
+        for step in steps {
+            guard case let .migrate(m) = step.action else { continue }
+            let at = step.location ?? location(version)
+            if m.expect != nil {
+                diagnostics.append(Diagnostic(location: at, message: "a `migrate` step's own `expect` is format v2: write `version: 2` at \(location(version))"))
+            }
+            for f in m.faults where f.kind == SetBandwidth.name {
+                diagnostics.append(Diagnostic(location: f.location ?? at, message: "`set-bandwidth` is format v2: write `version: 2` at \(location(version))"))
+            }
+        }
+    }
 
     mutating func host(_ node: Node, key: String) -> String? {
         guard let s = string(node, key: key) else { return nil }
@@ -139,9 +163,13 @@ struct NodeReader: YAMLNodeReading {
 
     mutating func scenario(_ root: Node) -> Scenario? {
         guard let m = mapping(root, format: ScenarioFormat.scenario) else { return nil }
-        if let v = m["version"], let n = int(v, key: "version", range: 1...1000), n != ScenarioParser.formatVersion {
-            error(v, "this miglab reads scenario format version \(ScenarioParser.formatVersion); the file says \(n)")
+        var version = ScenarioParser.formatVersion
+        if let v = m["version"], let n = int(v, key: "version", range: 1...1000) {
+            if ScenarioParser.readableVersions.contains(n) { version = n } else {
+                error(v, "this miglab reads scenario format versions \(ScenarioParser.readableVersions.lowerBound) to \(ScenarioParser.readableVersions.upperBound); the file says \(n)")
+            }
         }
+        formatVersion = version
         let name = m["name"].flatMap { string($0, key: "name") }
         if let n = m["name"], let s = name, s.wholeMatch(of: #/[A-Za-z0-9][A-Za-z0-9._-]{0,63}/#) == nil {
             error(n, "`name` may use letters, digits, '.', '_' and '-' (at most 64); found `\(s)`")
@@ -203,6 +231,7 @@ struct NodeReader: YAMLNodeReading {
             return nil
         }
         checkFlow(scenario, root: m["steps"] ?? root)
+        if formatVersion == 1, let v = m["version"] { checkVersion1(scenario.flattenedSteps, version: v) }
         return name == nil ? nil : scenario
     }
 

@@ -147,8 +147,8 @@ struct ScenarioParserTests {
     }
 
     @Test func wrongVersionIsRefused() {
-        let d = diagnostics("version: 2\nname: x\nsteps: [{boot: a}]\n")
-        #expect(d.first?.message.contains("format version 1") == true)
+        let d = diagnostics("version: 7\nname: x\nsteps: [{boot: a}]\n")
+        #expect(d.first?.message.contains("format versions 1 to 2; the file says 7") == true)
     }
 
     /// No input crashes the parser: every prefix of a valid file and a set of hostile inputs

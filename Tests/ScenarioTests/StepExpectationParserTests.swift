@@ -4,7 +4,7 @@ import Testing
 /// A `migrate` step may carry its own `expect:`; the flow follows each step's outcome.
 @Suite struct StepExpectationParserTests {
     static let head = """
-        version: 1
+        version: 2
         name: recovery
         guest: {memory_mib: 256, workload_mib: 64, devices: [{name: nic0, model: virtio-net}]}
         steps:
