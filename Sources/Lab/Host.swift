@@ -138,6 +138,9 @@ public protocol LabEnvironment: Sendable {
     var sharedScratchDirectory: String? { get }
     /// The lab file of a hardware lab (device pools, locks); nil for the built-in lab.
     var labFile: LabFile? { get }
+    /// Where the hosts' QEMUs reach the runner, for a stream proxy the runner runs itself
+    /// between hosts whose network it cannot enter (a lab file's `stream_proxy`); nil: none.
+    var runnerProxyAddress: String? { get }
     /// Signs that a host's kernel broke since the run began (an oops on a virtual host's
     /// console); empty when healthy or when the lab cannot see its hosts' kernels. Cheap: the
     /// runner asks while it waits for libvirt.
@@ -146,4 +149,5 @@ public protocol LabEnvironment: Sendable {
 
 extension LabEnvironment {
     public func hostTrouble() -> [String] { [] }
+    public var runnerProxyAddress: String? { labFile?.streamProxyAddress }
 }

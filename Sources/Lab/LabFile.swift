@@ -10,6 +10,8 @@ import Yams
 /// ```yaml
 /// version: 1
 /// locks: /run/lock/miglab                 # optional: lock directory (default /run/lock/miglab)
+/// stream_proxy: {listen: 10.0.0.100}       # optional: an address of this machine the hosts' QEMUs
+///                                          # reach; corrupt_stream runs its proxy there
 /// hosts:
 ///   a:                                     # the name scenarios use (boot: a, migrate: {from: a, to: b})
 ///     uri: qemu+ssh://root@node1/system    # how the runner controls the host
@@ -58,6 +60,10 @@ public struct LabFile: Sendable, Equatable {
     public var lockDirectory: String
     /// The file it was read from, for messages.
     public var file: String
+    /// Where the sources' QEMUs reach the machine that runs miglab, for `corrupt_stream`: the
+    /// runner's stream proxy listens there and forwards to the destination's
+    /// `migration_address`. nil: corrupt_stream is refused on this lab's hosts.
+    public var streamProxyAddress: String?
 
     public init(hosts: [Host], lockDirectory: String = LabFile.defaultLockDirectory, file: String = "<memory>") {
         self.hosts = hosts.sorted { $0.name < $1.name }
@@ -66,6 +72,22 @@ public struct LabFile: Sendable, Equatable {
     }
 
     public subscript(host name: String) -> Host? { hosts.first { $0.name == name } }
+
+    /// An IPv4 or IPv6 address in its textual form (`inet_pton`).
+    public static func isIPAddress(_ s: String) -> Bool {
+        var v4 = in_addr(), v6 = in6_addr()
+        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
+    }
+
+    /// What host `name` offers beyond libvirt (nil: the lab has no such host): its own
+    /// (`Host.offers`), and the runner's stream proxy when the lab file places it and the host
+    /// has a migration address to forward to.
+    public func offers(host name: String) -> Set<HostCapability>? {
+        guard let h = self[host: name] else { return nil }
+        var c = h.offers
+        if streamProxyAddress != nil && h.migrationAddress != nil { c.insert(.streamProxy) }
+        return c
+    }
 
     /// A host's interface that network-partition cuts (link down, or 100% loss with netem),
     /// optionally inside a network namespace of that host.
@@ -308,7 +330,7 @@ struct LabFileReader: YAMLNodeReading {
     // MARK: the format
 
     mutating func labFile(_ root: Node) -> LabFile? {
-        guard let m = mapping(root, context: "the lab file", allowed: ["version", "hosts", "locks"], required: ["hosts"]) else { return nil }
+        guard let m = mapping(root, context: "the lab file", allowed: ["version", "hosts", "locks", "stream_proxy"], required: ["hosts"]) else { return nil }
         if let v = m["version"], let n = int(v, key: "version", range: 1...1000), n != LabFile.formatVersion {
             error(v, "this miglab reads lab file format version \(LabFile.formatVersion); the file says \(n)")
         }
@@ -325,7 +347,17 @@ struct LabFileReader: YAMLNodeReading {
                 error(h, "`hosts` must be a mapping from host name to host, like `a: {uri: qemu+ssh://node1/system, ...}`; found \(describe(h))")
             }
         }
-        return LabFile(hosts: hosts, lockDirectory: locks, file: file)
+        var lab = LabFile(hosts: hosts, lockDirectory: locks, file: file)
+        // `stream_proxy: {listen: 10.0.0.100}`: an IP address of this machine the sources reach.
+        if let p = m["stream_proxy"], let pm = mapping(p, context: "`stream_proxy`", allowed: ["listen"], required: ["listen"]),
+           let v = pm["listen"], let s = string(v, key: "listen") {
+            if LabFile.isIPAddress(s) {
+                lab.streamProxyAddress = s
+            } else {
+                error(v, "`listen` is an IP address of the machine that runs miglab, reachable from the hosts' QEMUs, like 10.0.0.100; found `\(s)`")
+            }
+        }
+        return lab
     }
 
     mutating func host(_ node: Node, name: String, key: Node) -> LabFile.Host? {

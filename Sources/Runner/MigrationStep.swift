@@ -78,30 +78,40 @@ extension ScenarioExecution {
             destinationXML = try changedDefinition(try destinationXML ?? migratable(), change)
         }
         params.destinationXML = destinationXML
-        // A proxy that damages the stream: it takes the destination's migration address; the
-        // destination QEMU listens on the host's second address. The runner runs it in the
-        // destination's network namespace when it can enter it (built-in lab), or the lab runs
-        // it on the host (virtual VFIO hosts: inside L1).
+        // A proxy that damages the stream. On hosts with a second address it takes the
+        // destination's migration address and the destination QEMU listens on the second one:
+        // the runner runs it in the destination's network namespace when it can enter it
+        // (built-in lab), or the lab runs it on the host (virtual VFIO hosts: inside L1). On a
+        // lab file's hosts the runner runs it itself, at the lab file's `stream_proxy` address,
+        // forwarding to the destination's migration address.
         var proxy: StreamProxyHandle?
         if let mode = m.corruptStream {
-            guard let actions = dst.actions, let second = actions.secondaryAddress, let address = dst.migrationAddress,
-                  actions.networkNamespacePath != nil || actions.runsMiglab else {
-                throw RunnerError.step("corrupt_stream needs a lab that can run a proxy on host \(m.to) (the built-in lab and the virtual VFIO hosts can)")
-            }
             let port = Self.proxiedMigrationPort
-            if let ns = actions.networkNamespacePath {
-                let p = StreamProxy(namespacePath: ns, listen: (address, port), target: (second, port),
-                                    corruptor: StreamCorruptor(mode: mode, everyMiB: m.corruptEveryMiB))
+            let corruptor = StreamCorruptor(mode: mode, everyMiB: m.corruptEveryMiB)
+            let listen: String, target: String
+            if let actions = dst.actions, let second = actions.secondaryAddress, let address = dst.migrationAddress,
+               actions.networkNamespacePath != nil || actions.runsMiglab {
+                (listen, target) = (address, second)
+                if let ns = actions.networkNamespacePath {
+                    let p = StreamProxy(namespacePath: ns, listen: (address, port), target: (second, port), corruptor: corruptor)
+                    try p.start()
+                    proxy = .inRunner(p)
+                } else {
+                    proxy = .onHost(try actions.startMiglab(["stream-proxy", "--listen", "\(address):\(port)", "--target", "\(second):\(port)",
+                                                             "--corrupt", mode.rawValue, "--every-mib", "\(m.corruptEveryMiB)"]))
+                    // It listens once its process runs; the source connects after libvirt's prepare
+                    // phase on the destination (seconds), so no handshake is needed here.
+                }
+            } else if let runner = lab.runnerProxyAddress, let address = dst.migrationAddress {
+                (listen, target) = (runner, address)
+                let p = StreamProxy(namespacePath: nil, listen: (runner, port), target: (address, port), corruptor: corruptor)
                 try p.start()
                 proxy = .inRunner(p)
             } else {
-                proxy = .onHost(try actions.startMiglab(["stream-proxy", "--listen", "\(address):\(port)", "--target", "\(second):\(port)",
-                                                         "--corrupt", mode.rawValue, "--every-mib", "\(m.corruptEveryMiB)"]))
-                // It listens once its process runs; the source connects after libvirt's prepare
-                // phase on the destination (seconds), so no handshake is needed here.
+                throw RunnerError.step("corrupt_stream needs a proxy between the hosts: the built-in lab and the virtual VFIO hosts run one, a lab file needs `stream_proxy: {listen: ADDRESS}` and the destination's `migration_address`")
             }
-            params.migrationURI = "tcp://\(address):\(port)"
-            params.listenAddress = second
+            params.migrationURI = "tcp://" + (listen.contains(":") ? "[\(listen)]" : listen) + ":\(port)"
+            params.listenAddress = target
         }
 
         // The host says where the stream goes when libvirt would not pick it (a lab file's

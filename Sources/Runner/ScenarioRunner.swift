@@ -179,6 +179,8 @@ final class ScenarioExecution: @unchecked Sendable {
     func checkHostActions() throws {
         let problems = scenario.unmetNeeds(lab: lab.summary) { name, capability in
             guard let h = lab.hosts[name] else { return nil }
+            // The runner's own stream proxy serves hosts it can reach by their migration address.
+            if capability == .streamProxy, lab.runnerProxyAddress != nil, h.migrationAddress != nil { return true }
             guard let a = h.actions else { return capability == .guestResetsReachDevices }
             return Self.offers(a, capability)
         }

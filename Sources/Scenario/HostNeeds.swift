@@ -59,7 +59,7 @@ extension Scenario {
             let hint = switch n.capability {
             case .processControl: "give the host `ssh:` in the lab file (the built-in lab and the virtual VFIO hosts offer it)"
             case .linkControl: "give the host `ssh:` and `link: {interface: ...}` in the lab file (the built-in lab offers it)"
-            case .streamProxy: "run it on the built-in lab or the virtual VFIO hosts"
+            case .streamProxy: "give the lab file `stream_proxy: {listen: ADDRESS}` (an address of this machine the hosts reach) and the host a `migration_address` (the built-in lab and the virtual VFIO hosts run a proxy of their own)"
             case .guestResetsReachDevices: "run it on hosts whose devices take the guest's resets"
             }
             let d = Diagnostic(location: n.location ?? SourceLocation(file: file, line: 0, column: 0),

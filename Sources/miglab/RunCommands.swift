@@ -120,7 +120,7 @@ struct ValidateCommand: ParsableCommand {
         var ok = true
         for s in scenarios {
             if let labFile {
-                let problems = s.unmetNeeds(lab: "lab file \(labFile.file)") { name, c in labFile[host: name].map { $0.offers.contains(c) } }
+                let problems = s.unmetNeeds(lab: "lab file \(labFile.file)") { name, c in labFile.offers(host: name).map { $0.contains(c) } }
                 let missing = s.visitedHosts.filter { labFile[host: $0] == nil }
                 if !missing.isEmpty {
                     FileHandle.standardError.write(Data("\(s.file):1:1: error: the scenario uses host\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which lab file \(labFile.file) does not name\n".utf8))

@@ -158,6 +158,57 @@ extension BuiltinLabTests {
 }
 }
 
+extension BuiltinLabTests {
+/// corrupt_stream on a lab file's hosts: the runner's own stream proxy, at the lab file's
+/// `stream_proxy` address, between hosts whose network it cannot enter. The test links this
+/// machine to each host namespace of the built-in lab with a veth pair of its own.
+@Suite struct LabFileStreamProxyTests {
+    typealias Smoke = SmokeOnBuiltinLabTests
+
+    static func removeLinks() {
+        for l in ["miglab-pxa", "miglab-pxb"] { _ = try? Smoke.spawn(["ip", "link", "delete", l]) }
+    }
+
+    @Test func aDamagedStreamThroughTheRunnersProxy() throws {
+        let dir = NSTemporaryDirectory() + "miglab-proxylab-\(UUID().uuidString)"
+        let wasUp = try Smoke.run(["lab", "status"]).out.contains("libvirtd running")
+        let up = try Smoke.run(["lab", "up"])
+        #expect(up.status == 0, "\(up.err)")
+        defer { if !wasUp { _ = try? Smoke.run(["lab", "down"]) } }
+        Self.removeLinks()
+        defer { Self.removeLinks() }
+        for (name, net) in [("a", 1), ("b", 2)] {
+            for c in [["ip", "link", "add", "miglab-px\(name)", "type", "veth", "peer", "name", "miglab-px\(name)n"],
+                      ["ip", "link", "set", "miglab-px\(name)n", "netns", "miglab-\(name)"],
+                      ["ip", "addr", "add", "10.79.\(net).1/30", "dev", "miglab-px\(name)"],
+                      ["ip", "link", "set", "miglab-px\(name)", "up"],
+                      ["ip", "-n", "miglab-\(name)", "addr", "add", "10.79.\(net).2/30", "dev", "miglab-px\(name)n"],
+                      ["ip", "-n", "miglab-\(name)", "link", "set", "miglab-px\(name)n", "up"]] {
+                let r = try Smoke.spawn(c)
+                #expect(r.status == 0, "\(c.joined(separator: " ")): \(r.err)")
+            }
+        }
+        // The sources reach this machine at 10.79.1.1; the destination's QEMU listens on its
+        // own end of the second pair, where the proxy forwards to.
+        var text = try String(contentsOfFile: try sshLabFile(dir, sshd: nil), encoding: .utf8)
+        text = text.replacingOccurrences(of: "migration_address: 10.77.0.2", with: "migration_address: 10.79.2.2")
+            .replacingOccurrences(of: "migration_address: 10.77.0.1", with: "migration_address: 10.79.1.2")
+        text += "\nstream_proxy: {listen: 10.79.1.1}\n"
+        try text.write(toFile: "\(dir)/lab.yaml", atomically: true, encoding: .utf8)
+        let v = try Smoke.run(["validate", "--lab", "\(dir)/lab.yaml", "scenarios/faults/corrupt-stream-header.yaml"])
+        #expect(v.status == 0, "\(v.out)\n\(v.err)")
+
+        let r = try Smoke.run(["run", "--lab", "\(dir)/lab.yaml", "scenarios/faults/corrupt-stream-header.yaml",
+                               "--artifacts", "\(dir)/run", "--json", "\(dir)/results.json"])
+        #expect(r.status == 0, "corrupt_stream through the runner's proxy failed:\n\(r.out)\n\(r.err)")
+        let journal = try String(contentsOfFile: "\(dir)/run/journal.jsonl", encoding: .utf8)
+        #expect(journal.contains("corrupt_stream damaged the stream"), "no proxy expectation in the journal")
+        let proxyFlips = journal.split(separator: "\n").first { $0.contains("\"proxy_flips\"") }
+        #expect(proxyFlips != nil && !(proxyFlips!.contains("\"proxy_flips\":\"0\"")), "\(proxyFlips ?? "no proxy summary")")
+    }
+}
+}
+
 /// `validate --lab` refuses, before anything boots, a fault the lab file's hosts cannot inject.
 @Suite struct ValidateAgainstLabFileTests {
     typealias Smoke = BuiltinLabTests.SmokeOnBuiltinLabTests
@@ -178,6 +229,9 @@ extension BuiltinLabTests {
         #expect(p.status == 2)
         #expect(p.out.contains("kill-qemu-destination.yaml: ok"), "\(p.out)")
         #expect(p.err.contains("`network-partition` needs host-side control of host a (link control)"), "\(p.err)")
+        // corrupt_stream needs the lab file's stream_proxy.
+        let c = try Smoke.run(["validate", "--lab", plain, "scenarios/faults/corrupt-stream-header.yaml"])
+        #expect(c.status == 2 && c.err.contains("`corrupt_stream` needs host-side control of host b (stream proxy)") && c.err.contains("stream_proxy"), "\(c.err)")
         // A host the lab file does not name.
         let one = dir + "/one.yaml"
         try "hosts:\n  a: {uri: 'qemu:///system'}\n".write(toFile: one, atomically: true, encoding: .utf8)
