@@ -51,6 +51,22 @@ import Testing
         #expect(e.contains { $0.contains(":7:") && $0.contains("`link` is for the ssh driver") }, "\(e)")
     }
 
+    @Test func theStreamProxyAddressIsAnIPAddressAndServesHostsWithAMigrationAddress() throws {
+        let lab = try LabFile.parse("""
+        stream_proxy: {listen: 10.0.0.100}
+        hosts:
+          a: {uri: "qemu+tcp://n1/system", migration_address: 10.0.0.1}
+          b: {uri: "qemu+tcp://n2/system"}
+        """, file: "lab.yaml")
+        #expect(lab.streamProxyAddress == "10.0.0.100")
+        #expect(lab.offers(host: "a")?.contains(.streamProxy) == true)
+        #expect(lab.offers(host: "b")?.contains(.streamProxy) == false)
+        #expect(lab.offers(host: "z") == nil)
+        #expect(try LabFile.parse("stream_proxy: {listen: \"fd00::1\"}\nhosts: {a: {uri: \"qemu:///system\"}}\n", file: "l").streamProxyAddress == "fd00::1")
+        let e = errors("stream_proxy: {listen: \"node1; reboot\"}\nhosts: {a: {uri: \"qemu:///system\"}}\n")
+        #expect(e.contains { $0.contains("lab.yaml:1:") && $0.contains("`listen` is an IP address") }, "\(e)")
+    }
+
     @Test func theClientQuotesNothingAwayAndNeverPrompts() {
         let c = SSHClient(target: "root@node1", configFile: "/etc/miglab/ssh_config")
         #expect(c.argv("echo hi") == ["ssh", "-F", "/etc/miglab/ssh_config", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
