@@ -29,6 +29,13 @@ public struct JournalEvent: Codable, Sendable, Equatable {
         /// Expectations judged at this point of the run (a migration's, the checks after a
         /// failed one, the scenario's own at its end).
         case expectation
+        /// A kind this miglab does not know (a newer miglab's journal): kept, not understood.
+        case unknown
+
+        public init(from decoder: Decoder) throws {
+            let raw = try decoder.singleValueContainer().decode(String.self)
+            self = Kind(rawValue: raw) ?? .unknown
+        }
     }
 
     public var seq: Int = 0

@@ -234,6 +234,9 @@ extension RunResult {
     public func json() throws -> Data {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // A journal's figures can add up to infinity (hostile or damaged timestamps): written
+        // as strings, never a crash.
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
         return try enc.encode(self)
     }
 
@@ -256,10 +259,19 @@ extension RunResult {
             return o
         }
         let failures = scenarios.filter { $0.outcome == "failed" }.count
-        let errors = scenarios.filter { $0.outcome != "passed" && $0.outcome != "failed" }.count
+        // A run that did not end (no run_finished: it died) is a testcase in error of its own,
+        // so a CI reading junit.xml never sees an all-green or empty suite for it.
+        let runDied = outcome == "incomplete"
+        let errors = scenarios.filter { $0.outcome != "passed" && $0.outcome != "failed" }.count + (runDied ? 1 : 0)
+        let tests = scenarios.count + (runDied ? 1 : 0)
         var x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        x += "<testsuites name=\"miglab\" tests=\"\(scenarios.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
-        x += "  <testsuite name=\"miglab\" tests=\"\(scenarios.count)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
+        x += "<testsuites name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
+        x += "  <testsuite name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
+        if runDied {
+            x += "    <testcase classname=\"miglab\" name=\"miglab run\" time=\"\(durationSeconds)\">\n"
+            x += "      <error message=\"the journal ends before the run finished: the run died or was killed (\(scenarios.count) scenario(s) started)\"/>\n"
+            x += "    </testcase>\n"
+        }
         for s in scenarios {
             x += "    <testcase classname=\"miglab\" name=\"\(esc(s.name))\" file=\"\(esc(s.file ?? ""))\" time=\"\(s.durationSeconds)\""
             let summary = summaryLines(s).joined(separator: "\n")

@@ -237,6 +237,10 @@ struct ReportCommand: ParsableCommand {
             throw ExitCode(ExitStatus.badInput)
         }
         let result = RunResult(journal: events)
+        let unknown = events.filter { $0.kind == .unknown }.count
+        if unknown > 0 {
+            FileHandle.standardError.write(Data("warning: \(directory)/journal.jsonl has \(unknown) event(s) of kinds this miglab does not know (a newer miglab's journal?); they are left out of the report\n".utf8))
+        }
         try writeReports(result, dir: directory, json: json, junit: junit)
         print(result.text())
         if result.outcome != "passed" { throw ExitCode(ExitStatus.failed) }

@@ -134,6 +134,29 @@ struct RunResultTests {
         #expect(RunResult(journal: nothing).scenarios[0].outcome == "failed")
     }
 
+    /// A run that died is an error testcase of its own in JUnit, never an all-zero suite; a
+    /// journal event of a kind this miglab does not know is kept, not fatal; figures that add
+    /// up to infinity never crash the JSON.
+    @Test func aDeadRunIsAnErrorInJUnitAndOddJournalsDoNotCrashTheReport() throws {
+        let empty = RunResult(journal: []).junit()
+        #expect(empty.contains("tests=\"1\" failures=\"0\" errors=\"1\""), "\(empty)")
+        #expect(empty.contains("name=\"miglab run\"") && empty.contains("<error message=\"the journal ends before the run finished"))
+        _ = try XMLParserCheck.parse(empty)
+        let died = RunResult(journal: Array(passedRun.prefix(5))).junit()
+        #expect(died.contains("tests=\"2\" failures=\"0\" errors=\"2\""), "\(died)")
+
+        let line = #"{"kind":"telemetry_v9","seq":3,"t":1,"wallclock":"x"}"#
+        let e = try JSONDecoder().decode(JournalEvent.self, from: Data(line.utf8))
+        #expect(e.kind == .unknown)
+
+        var huge = passedRun
+        huge[8].t = 1.7e308
+        huge[8].durationSeconds = nil
+        huge[1].t = -1.7e308
+        let r = RunResult(journal: huge)
+        #expect(throws: Never.self) { _ = try r.json() }
+    }
+
     @Test func emptyJournalIsNotAPass() {
         #expect(RunResult(journal: []).outcome == "incomplete")
     }
