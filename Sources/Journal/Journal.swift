@@ -158,7 +158,7 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     /// memory | console
     public var kind: String
     /// pass | fail
-    public var verdict: String
+    public var verdict: Verdict
     public var host: String?
     public var pagesChecked: Int?
     public var badPages: Int?
@@ -170,7 +170,7 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     public var findings: [String]?
     public var detail: String?
 
-    public init(kind: String, verdict: String) {
+    public init(kind: String, verdict: Verdict) {
         self.kind = kind
         self.verdict = verdict
     }
@@ -221,7 +221,7 @@ public struct ExpectationRecord: Codable, Sendable, Equatable {
     public var expected: String
     public var observed: String
     /// pass | fail
-    public var verdict: String
+    public var verdict: Verdict
     /// The step (index in the unrolled steps) the expectation belongs to; nil for the
     /// scenario's own (memory, console, devices, where the guest ends up).
     public var step: Int?
@@ -229,7 +229,7 @@ public struct ExpectationRecord: Codable, Sendable, Equatable {
         self.what = what
         self.expected = expected
         self.observed = observed
-        self.verdict = (pass ?? (expected == observed)) ? "pass" : "fail"
+        self.verdict = (pass ?? (expected == observed)) ? .pass : .fail
         self.step = step
     }
 }
@@ -312,6 +312,13 @@ public final class Journal: @unchecked Sendable {
         }
         return events
     }
+}
+
+/// A check's verdict.
+public enum Verdict: String, Codable, Sendable, Equatable {
+    case pass, fail
+
+    public init(_ passed: Bool) { self = passed ? .pass : .fail }
 }
 
 /// A journal that cannot be opened, read or parsed.

@@ -33,7 +33,7 @@ public struct ScenarioVerdict: Sendable, Equatable {
 
         // The verification events, judged against the scenario's `expect`.
         func verdicts(_ kind: String) -> [Bool] {
-            mine.compactMap { $0.kind == .verification && $0.verification?.kind == kind ? $0.verification?.verdict == "pass" : nil }
+            mine.compactMap { $0.kind == .verification && $0.verification?.kind == kind ? $0.verification?.verdict == .pass : nil }
         }
         let memory = verdicts("memory"), console = verdicts("console"), devices = verdicts("devices")
         if !memory.isEmpty {
@@ -66,7 +66,7 @@ public struct ScenarioVerdict: Sendable, Equatable {
         if expectations.isEmpty {
             return ScenarioVerdict(outcome: .failed, expectations: [], message: "the scenario checked nothing (no migration, no verification)")
         }
-        let failed = expectations.filter { $0.verdict != "pass" }
+        let failed = expectations.filter { $0.verdict != .pass }
         if !failed.isEmpty {
             return ScenarioVerdict(outcome: .failed, expectations: expectations,
                                    message: failed.prefix(3).map { "\($0.what): expected \($0.expected), got \($0.observed)" }.joined(separator: "; "))

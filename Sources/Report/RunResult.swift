@@ -279,7 +279,7 @@ extension RunResult {
             case "passed":
                 x += ">\n      <system-out>\(esc(summary))</system-out>\n    </testcase>\n"
             case "failed":
-                let why = s.expectations.filter { $0.verdict == "fail" }.map { "\($0.what): expected \($0.expected), observed \($0.observed)" }
+                let why = s.expectations.filter { $0.verdict == .fail }.map { "\($0.what): expected \($0.expected), observed \($0.observed)" }
                 let msg = why.isEmpty ? (s.message ?? "failed") : why.joined(separator: "; ")
                 x += ">\n      <failure message=\"\(esc(msg))\">\(esc(summary))</failure>\n    </testcase>\n"
             default:
@@ -322,7 +322,7 @@ extension RunResult {
             }
             out.append("\(mark)  \(s.name)  \(String(format: "%.1f", s.durationSeconds)) s" + (s.message.map { "  (\($0))" } ?? ""))
             for l in summaryLines(s) { out.append("      \(l)") }
-            for e in s.expectations where e.verdict == "fail" {
+            for e in s.expectations where e.verdict == .fail {
                 out.append("      expected \(e.what) \(e.expected), observed \(e.observed)")
             }
             let t = s.timing

@@ -170,7 +170,7 @@ extension ScenarioExecution {
         }
         if try dom.state().state == .paused { try dom.resume() }
         let agent = GuestAgent(domain: dom)
-        var r = VerificationRecord(kind: "devices", verdict: "pass")
+        var r = VerificationRecord(kind: "devices", verdict: .pass)
         r.host = h.name
         var findings: [String] = []
         var summary: [String] = []
@@ -204,7 +204,7 @@ extension ScenarioExecution {
             summary.append("\(d.name) \(info.identity) driver=\(info.fields["driver"] ?? "") link=\(info.fields["link"] ?? "?") \(works)")
         }
         r.findings = findings + summary
-        r.verdict = findings.isEmpty ? "pass" : "fail"
+        r.verdict = findings.isEmpty ? .pass : .fail
         r.detail = findings.isEmpty ? "\(deviceRefs.count) devices working" : findings.joined(separator: "; ")
         return r
     }

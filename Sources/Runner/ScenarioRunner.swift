@@ -117,7 +117,7 @@ final class ScenarioExecution: @unchecked Sendable {
     func record(verification r: VerificationRecord) {
         var e = event(.verification)
         e.verification = r
-        e.outcome = r.verdict
+        e.outcome = r.verdict.rawValue
         journal.record(e)
     }
 
@@ -445,11 +445,11 @@ final class ScenarioExecution: @unchecked Sendable {
             record(verification: r)
         }
         if v.console {
-            var r = VerificationRecord(kind: "console", verdict: "pass")
+            var r = VerificationRecord(kind: "console", verdict: .pass)
             let text = (try? String(contentsOfFile: consoleLog, encoding: .utf8))
                 ?? String(decoding: FileManager.default.contents(atPath: consoleLog) ?? Data(), as: UTF8.self)
             let findings = ConsoleScanner.scan(text)
-            r.verdict = findings.isEmpty ? "pass" : "fail"
+            r.verdict = findings.isEmpty ? .pass : .fail
             r.host = here
             r.findings = findings.prefix(20).map(\.description)
             r.detail = "\(ConsoleScanner.consoleLines(text).count) console lines scanned"
@@ -469,7 +469,7 @@ final class ScenarioExecution: @unchecked Sendable {
         guard let dom = try h.hypervisor.guest(named: domainName), dom.isActive else {
             throw RunnerError.step("verify memory: guest \(domainName) is not running on \(h.name)")
         }
-        var r = VerificationRecord(kind: "memory", verdict: "fail")
+        var r = VerificationRecord(kind: "memory", verdict: .fail)
         r.host = h.name
         if try dom.state().state == .paused { try dom.resume() }
         let agent = GuestAgent(domain: dom)
@@ -483,7 +483,7 @@ final class ScenarioExecution: @unchecked Sendable {
         r.guestReportedErrors = (advanced ?? first).errors
 
         guard config.memoryOracleEnabled else {
-            r.verdict = advanced != nil && (r.guestReportedErrors ?? 0) == 0 ? "pass" : "fail"
+            r.verdict = advanced != nil && (r.guestReportedErrors ?? 0) == 0 ? .pass : .fail
             r.detail = "memory oracle disabled: only the guest's liveness and its own error count were checked"
             return r
         }
@@ -524,7 +524,7 @@ final class ScenarioExecution: @unchecked Sendable {
         if !verdict.passed { problems.append("\(verdict.badPages) bad pages") }
         if advanced == nil { problems.append("the guest did not run: the workload's counter did not advance") }
         if r.guestReportedErrors ?? 0 > 0 { problems.append("the workload found \(r.guestReportedErrors!) bad pages itself") }
-        r.verdict = problems.isEmpty ? "pass" : "fail"
+        r.verdict = problems.isEmpty ? .pass : .fail
         r.detail = problems.isEmpty
             ? "\(verdict.pagesChecked) pages intact, counter \(verdict.counter.map(String.init) ?? "?") boundary at page \(verdict.boundary ?? 0)\(readThrough)"
             : problems.joined(separator: "; ") + readThrough

@@ -33,7 +33,7 @@ struct RunResultTests {
             ev(.stepFinished, 7) { $0.phase = "boot"; $0.durationSeconds = 6 },
             ev(.migrationFinished, 8) { $0.migration = migration("a", "b", ms: 800) },
             ev(.verification, 9) {
-                var v = VerificationRecord(kind: "memory", verdict: "pass")
+                var v = VerificationRecord(kind: "memory", verdict: .pass)
                 v.pagesChecked = 16384
                 v.badPages = 0
                 $0.verification = v
@@ -88,7 +88,7 @@ struct RunResultTests {
 
     @Test func failedExpectationShowsInJUnit() {
         var events = passedRun
-        events[5].verification?.verdict = "fail"
+        events[5].verification?.verdict = .fail
         events[7].outcome = "failed"
         events[8].outcome = "failed"
         let r = RunResult(journal: events)
@@ -112,7 +112,7 @@ struct RunResultTests {
     /// passed over a failed verification, a lab error or no check at all is not a pass.
     @Test func aFinishedEventThatClaimsAPassIsNotBelieved() {
         var failedCheck = passedRun
-        failedCheck[5].verification?.verdict = "fail"
+        failedCheck[5].verification?.verdict = .fail
         let f = RunResult(journal: failedCheck)
         #expect(f.scenarios[0].outcome == "failed" && f.outcome == "failed")
         #expect(f.scenarios[0].message?.hasPrefix("the journal's scenario_finished says passed, its events say failed") == true)

@@ -141,18 +141,18 @@ struct TriggerTests {
 /// The expectations a VFIO scenario adds, shown failing as well as passing.
 @Suite struct VFIOExpectationTests {
     @Test func deviceStateInPreCopyMustBeSeenInEveryMigration() {
-        #expect(ScenarioExecution.vfioPrecopyExpectation([24, 24]).verdict == "pass")
-        #expect(ScenarioExecution.vfioPrecopyExpectation([24, nil]).verdict == "fail")
-        #expect(ScenarioExecution.vfioPrecopyExpectation([24, 0]).verdict == "fail")
+        #expect(ScenarioExecution.vfioPrecopyExpectation([24, 24]).verdict == .pass)
+        #expect(ScenarioExecution.vfioPrecopyExpectation([24, nil]).verdict == .fail)
+        #expect(ScenarioExecution.vfioPrecopyExpectation([24, 0]).verdict == .fail)
         let none = ScenarioExecution.vfioPrecopyExpectation([])
-        #expect(none.verdict == "fail" && none.observed == "no completed migration")
+        #expect(none.verdict == .fail && none.observed == "no completed migration")
     }
 
     @Test func aHostCrashPassesOnlyWhenExpected() {
-        #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: "BUG: x").verdict == "pass")
-        #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: nil).verdict == "fail")
-        #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: "BUG: x").verdict == "fail")
-        #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: nil).verdict == "pass")
+        #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: "BUG: x").verdict == .pass)
+        #expect(ScenarioExecution.hostKernelExpectation(.crashes, crash: nil).verdict == .fail)
+        #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: "BUG: x").verdict == .fail)
+        #expect(ScenarioExecution.hostKernelExpectation(.healthy, crash: nil).verdict == .pass)
     }
 }
 
@@ -197,7 +197,7 @@ struct MigrationJudgementTests {
                                    detectionMs: 800, guestAfter: ("a", "running"))
         let r = j.records(number: 1)
         #expect(r.count == 6)
-        #expect(r.allSatisfy { $0.verdict == "pass" && $0.step == 1 })
+        #expect(r.allSatisfy { $0.verdict == .pass && $0.step == 1 })
     }
 
     @Test func eachWayOfMissingTheExpectationFails() {
@@ -205,11 +205,11 @@ struct MigrationJudgementTests {
                                       guestOn: .source, guestState: .running)
         // It completed: the outcome, the error and the detection all fail; the guest moved.
         let completed = MigrationJudgement(step: 3, expectation: ex, record: record("completed"), detectionMs: nil, guestAfter: ("b", "paused"))
-        #expect(completed.records(number: 2).map(\.verdict) == ["fail", "fail", "fail", "fail", "fail", "fail"])
+        #expect(completed.records(number: 2).map(\.verdict.rawValue) == ["fail", "fail", "fail", "fail", "fail", "fail"])
         #expect(completed.records(number: 2).first?.what == "migration #2 (a -> b)")
         // It failed otherwise, too slowly.
         let other = MigrationJudgement(step: 3, expectation: ex, record: record("aborted", code: 1, message: "load of migration failed"),
                                        detectionMs: 9000, guestAfter: ("a", "running"))
-        #expect(other.records(number: 1).map(\.verdict) == ["pass", "fail", "fail", "fail", "pass", "pass"])
+        #expect(other.records(number: 1).map(\.verdict.rawValue) == ["pass", "fail", "fail", "fail", "pass", "pass"])
     }
 }

@@ -47,7 +47,7 @@ struct TwinRun {
         #expect(r.passed, "\(r.scenario)")
         #expect(r.scenario.migrations.map(\.outcome) == ["completed"])
         let memory = try #require(r.scenario.verifications.first { $0.kind == "memory" })
-        #expect(memory.verdict == "pass" && memory.pagesChecked == 256, "\(memory)")
+        #expect(memory.verdict == .pass && memory.pagesChecked == 256, "\(memory)")
         #expect(memory.host == "b")
     }
 
@@ -67,8 +67,8 @@ struct TwinRun {
         #expect(!r.passed)
         #expect(r.scenario.outcome == "failed")
         let memory = try #require(r.scenario.verifications.first { $0.kind == "memory" })
-        #expect(memory.verdict == "fail" && memory.badPages == 3, "\(memory)")
-        #expect(r.expectation("memory")?.verdict == "fail")
+        #expect(memory.verdict == .fail && memory.badPages == 3, "\(memory)")
+        #expect(r.expectation("memory")?.verdict == .fail)
     }
 
     /// A trigger on the job's statistics fires when they say so, and the fault's record
@@ -98,11 +98,11 @@ struct TwinRun {
         #expect(r.scenario.migrations.map(\.outcome) == ["aborted", "completed"])
         #expect(r.scenario.migrations[0].error?.code == 78)
         let judged = r.scenario.expectations.filter { $0.what.hasPrefix("migration #") }
-        #expect(judged.contains { $0.what == "migration #1 (a -> b)" && $0.expected == "aborted" && $0.step == 1 && $0.verdict == "pass" })
-        #expect(judged.contains { $0.what == "migration #2 (a -> b)" && $0.expected == "completed" && $0.step == 3 && $0.verdict == "pass" })
-        #expect(judged.contains { $0.what == "migration #1 (a -> b): guest runs on" && $0.verdict == "pass" })
+        #expect(judged.contains { $0.what == "migration #1 (a -> b)" && $0.expected == "aborted" && $0.step == 1 && $0.verdict == .pass })
+        #expect(judged.contains { $0.what == "migration #2 (a -> b)" && $0.expected == "completed" && $0.step == 3 && $0.verdict == .pass })
+        #expect(judged.contains { $0.what == "migration #1 (a -> b): guest runs on" && $0.verdict == .pass })
         // After the failure: the destination was left clean, and the memory on the source was checked.
-        #expect(r.expectation("destination after failed migration #1")?.verdict == "pass")
+        #expect(r.expectation("destination after failed migration #1")?.verdict == .pass)
         #expect(r.scenario.verifications.contains { $0.kind == "memory" && $0.host == "a" && ($0.detail ?? "").contains("after the failed migration") })
     }
 
@@ -120,7 +120,7 @@ struct TwinRun {
         """, script: script)
         #expect(!r.passed)
         #expect(r.scenario.migrations.count == 1)
-        #expect(r.expectation("migration #1 (a -> b)")?.verdict == "fail")
+        #expect(r.expectation("migration #1 (a -> b)")?.verdict == .fail)
         #expect(r.events.contains { $0.kind == .note && ($0.message ?? "").contains("remaining steps are skipped") })
     }
 
@@ -141,7 +141,7 @@ struct TwinRun {
         let strict = try await TwinRun.run(yaml.replacingOccurrences(of: "%@", with: ""), script: script)
         #expect(!strict.passed)
         let leftover = try #require(strict.expectation("destination after failed migration #1"))
-        #expect(leftover.verdict == "fail" && leftover.observed.hasPrefix("guest left behind"), "\(leftover)")
+        #expect(leftover.verdict == .fail && leftover.observed.hasPrefix("guest left behind"), "\(leftover)")
         let tolerant = try await TwinRun.run(yaml.replacingOccurrences(of: "%@", with: ", destination_after_failure: any"), script: script)
         #expect(tolerant.passed, "\(tolerant.scenario.expectations)")
     }
@@ -207,7 +207,7 @@ struct TwinRun {
         """, script: script)
         #expect(!r.passed)
         #expect(r.events.contains { $0.kind == .fault && ($0.message ?? "").hasPrefix("the guest-side fault did not happen") })
-        #expect(r.expectation("migration #1 (a -> b): guest-side faults happened")?.verdict == "fail")
+        #expect(r.expectation("migration #1 (a -> b): guest-side faults happened")?.verdict == .fail)
         #expect(r.lab.log.contains { $0.contains("guest-exec /bin/miglab-guestctl reset") && $0.hasSuffix(" 0 rebind") }, "\(r.lab.log)")
     }
 
@@ -223,8 +223,8 @@ struct TwinRun {
         """)
         #expect(!never.passed)
         let record = try #require(never.expectation("migration #1 (a -> b): fault `kill-qemu` happened"))
-        #expect(record.verdict == "fail" && record.observed.hasPrefix("never fired"), "\(record)")
-        #expect(never.expectation("migration #1 (a -> b)")?.verdict == "pass")   // the migration itself completed
+        #expect(record.verdict == .fail && record.observed.hasPrefix("never fired"), "\(record)")
+        #expect(never.expectation("migration #1 (a -> b)")?.verdict == .pass)   // the migration itself completed
 
         // The destination's twin has no job to abort: the abort fires and fails.
         var script = TwinScript()
@@ -238,7 +238,7 @@ struct TwinRun {
         """, script: script)
         #expect(!failed.passed)
         let abort = try #require(failed.expectation("migration #1 (a -> b): fault `abort` happened"))
-        #expect(abort.verdict == "fail" && abort.observed.contains("never acted") && abort.observed.contains("no job is active"), "\(abort)")
+        #expect(abort.verdict == .fail && abort.observed.contains("never acted") && abort.observed.contains("no job is active"), "\(abort)")
 
         // ... and one that happened says what it did.
         let ok = try await TwinRun.run("""
@@ -250,7 +250,7 @@ struct TwinRun {
         """)
         #expect(ok.passed)
         let bw = try #require(ok.expectation("migration #1 (a -> b): fault `set-bandwidth` happened"))
-        #expect(bw.verdict == "pass" && bw.observed.contains("bandwidth 50 MiB/s"), "\(bw)")
+        #expect(bw.verdict == .pass && bw.observed.contains("bandwidth 50 MiB/s"), "\(bw)")
         #expect(ok.lab.log.contains("a: max speed 50"))
     }
 
