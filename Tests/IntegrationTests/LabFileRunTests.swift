@@ -9,26 +9,8 @@ extension BuiltinLabTests {
 @Suite struct LabFileRunTests {
     typealias Smoke = SmokeOnBuiltinLabTests
 
-    /// A lab file naming the built-in lab's daemons as hardware hosts.
-    static func labFile(_ dir: String) throws -> String {
-        let root = ProcessInfo.processInfo.environment["MIGLAB_LAB_DIR"] ?? "/var/lib/miglab/lab"
-        let text = """
-        version: 1
-        locks: \(dir)/locks
-        hosts:
-        \(["a": "10.77.0.1", "b": "10.77.0.2"].sorted { $0.key < $1.key }.map { name, address in """
-          \(name):
-            uri: qemu:///system?socket=\(root)/\(name)/sock/libvirt-sock
-            peer_uri: qemu+tcp://\(address)/system
-            migration_address: \(address)
-            accelerator: tcg
-            image_dir: /var/lib/libvirt/images/miglab
-        """ }.joined(separator: "\n"))
-        """
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try text.write(toFile: "\(dir)/lab.yaml", atomically: true, encoding: .utf8)
-        return "\(dir)/lab.yaml"
-    }
+    /// A lab file naming the built-in lab's daemons as hardware hosts (no ssh: libvirt only).
+    static func labFile(_ dir: String) throws -> String { try sshLabFile(dir, sshd: nil) }
 
     @Test func smokeRunsThroughALabFileWithNothingShared() throws {
         let dir = NSTemporaryDirectory() + "miglab-labfile-\(UUID().uuidString)"

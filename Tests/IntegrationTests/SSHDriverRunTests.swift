@@ -89,8 +89,9 @@ final class TestSSHD {
 
 struct TestSSHDError: Error, CustomStringConvertible { var description: String }
 
-/// A lab file whose hosts are the built-in lab's daemons, with the ssh driver: `ssh` through the
-/// test's sshd, the daemons' pid files, and each host's end of the lab's veth pair as its link.
+/// A lab file whose hosts are the built-in lab's daemons; with `sshd`, the ssh driver too: `ssh`
+/// through the test's sshd, the daemons' pid files, and each host's end of the lab's veth pair
+/// as its link.
 func sshLabFile(_ dir: String, sshd: TestSSHD?, link: Bool = true) throws -> String {
     let root = ProcessInfo.processInfo.environment["MIGLAB_LAB_DIR"] ?? "/var/lib/miglab/lab"
     let text = """
