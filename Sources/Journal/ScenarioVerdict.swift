@@ -31,22 +31,12 @@ public struct ScenarioVerdict: Sendable, Equatable {
         let expect = mine.first { $0.kind == .scenarioStarted }?.expect ?? Expectations()
         var expectations = mine.filter { $0.kind == .expectation }.flatMap { $0.expectations ?? [] }
 
-        // The verification events, judged against the scenario's `expect`.
-        func verdicts(_ kind: String) -> [Bool] {
-            mine.compactMap { $0.kind == .verification && $0.verification?.kind == kind ? $0.verification?.verdict == .pass : nil }
-        }
-        let memory = verdicts("memory"), console = verdicts("console"), devices = verdicts("devices")
-        if !memory.isEmpty {
-            expectations.append(ExpectationRecord(what: "memory", expected: expect.memory.rawValue,
-                                                  observed: memory.allSatisfy { $0 } ? "intact" : "corrupted"))
-        }
-        if !console.isEmpty {
-            expectations.append(ExpectationRecord(what: "console", expected: expect.console.rawValue,
-                                                  observed: console.allSatisfy { $0 } ? "clean" : "errors"))
-        }
-        if !devices.isEmpty {
-            expectations.append(ExpectationRecord(what: "devices", expected: expect.devices.rawValue,
-                                                  observed: devices.allSatisfy { $0 } ? "working" : "broken"))
+        // The verification events of each verifier, judged against the scenario's `expect`.
+        for kind in Verifiers.all {
+            let verdicts = mine.compactMap { $0.kind == .verification && $0.verification?.kind == kind.name ? $0.verification?.verdict == .pass : nil }
+            guard !verdicts.isEmpty else { continue }
+            expectations.append(ExpectationRecord(what: kind.name, expected: kind.expected(in: expect),
+                                                  observed: verdicts.allSatisfy { $0 } ? kind.observed.pass : kind.observed.fail))
         }
 
         let finished = mine.last { $0.kind == .scenarioFinished && $0.scenario == name }

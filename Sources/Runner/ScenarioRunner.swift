@@ -70,7 +70,7 @@ final class ScenarioExecution: @unchecked Sendable {
     /// (a fault during a migration uses it: the guest is too slow then for a lookup first).
     var guestAddresses: [String: String] = [:]
     /// Whether any step verifies devices (only then are snapshots taken).
-    lazy var checksDevices: Bool = scenario.flattenedSteps.contains { if case let .verify(v) = $0.action { v.devices } else { false } }
+    lazy var checksDevices: Bool = scenario.flattenedSteps.contains { if case let .verify(v) = $0.action { v.runs(DeviceCheck.self) } else { false } }
     var stepIndex = 0
 
     init(scenario: Scenario, lab: LabEnvironment, image: GuestImage, journal: Journal, config: RunConfiguration,
@@ -358,7 +358,7 @@ final class ScenarioExecution: @unchecked Sendable {
             if let d = m.maxDowntimeMs { s += ", max downtime \(d) ms" }
             if m.suspend { s += ", suspend" }
             return s
-        case let .verify(v): return "verify " + [v.memory ? "memory" : nil, v.console ? "console" : nil, v.devices ? "devices" : nil].compactMap { $0 }.joined(separator: ", ")
+        case let .verify(v): return "verify " + v.checks.joined(separator: ", ")
         case let .repeat(r): return "repeat \(r.times)x"
         case let .inject(action): return "\(action) where the guest runs"
         }
@@ -436,31 +436,31 @@ final class ScenarioExecution: @unchecked Sendable {
         progress.clear()
     }
 
+    /// Runs the step's checks in the registry's order, each through its verifier's body.
     func verify(_ v: Step.Verify, deadline: ContinuousClock.Instant) async throws {
         guard let here = location else { throw RunnerError.step("verify: the guest runs nowhere") }
         let h = try host(here)
-        if v.memory {
-            progress.show("[\(scenario.name)] verify memory on \(here)")
-            let r = try await verifyMemory(on: h, deadline: deadline)
-            record(verification: r)
-        }
-        if v.console {
-            var r = VerificationRecord(kind: "console", verdict: .pass)
-            let text = (try? String(contentsOfFile: consoleLog, encoding: .utf8))
-                ?? String(decoding: FileManager.default.contents(atPath: consoleLog) ?? Data(), as: UTF8.self)
-            let findings = ConsoleScanner.scan(text)
-            r.verdict = findings.isEmpty ? .pass : .fail
-            r.host = here
-            r.findings = findings.prefix(20).map(\.description)
-            r.detail = "\(ConsoleScanner.consoleLines(text).count) console lines scanned"
-            record(verification: r)
-        }
-        if v.devices {
-            progress.show("[\(scenario.name)] verify devices on \(here)")
-            let r = try await verifyDevices(on: h, deadline: deadline)
-            record(verification: r)
+        for kind in Verifiers.all where v.runs(kind) {
+            guard let body = kind as? any RunnableVerifier.Type else {
+                throw RunnerError.step("miglab has no body for verifier `\(kind.name)`; please report it")
+            }
+            progress.show("[\(scenario.name)] verify \(kind.name) on \(here)")
+            record(verification: try await body.run(in: self, on: h, deadline: deadline))
         }
         progress.clear()
+    }
+
+    /// The console check: the console log scanned for oops, panics, traps and workload errors.
+    func verifyConsole(on h: LabHost) -> VerificationRecord {
+        var r = VerificationRecord(kind: ConsoleCheck.name, verdict: .pass)
+        let text = (try? String(contentsOfFile: consoleLog, encoding: .utf8))
+            ?? String(decoding: FileManager.default.contents(atPath: consoleLog) ?? Data(), as: UTF8.self)
+        let findings = ConsoleScanner.scan(text)
+        r.verdict = findings.isEmpty ? .pass : .fail
+        r.host = h.name
+        r.findings = findings.prefix(20).map(\.description)
+        r.detail = "\(ConsoleScanner.consoleLines(text).count) console lines scanned"
+        return r
     }
 
     /// Live check (the workload's counter advances), then pause, dump guest RAM, check every

@@ -200,16 +200,22 @@ public struct Step: Sendable, Equatable {
         }
     }
 
+    /// The checks a `verify` step runs (`Verifiers`), by name, in the registry's order.
     public struct Verify: Sendable, Equatable, Codable {
-        public var memory: Bool
-        public var console: Bool
-        /// Every guest device present with the same identity and working (link, DHCP lease).
-        public var devices: Bool
-        public init(memory: Bool = true, console: Bool = true, devices: Bool = false) {
-            self.memory = memory
-            self.console = console
-            self.devices = devices
+        public var checks: [String]
+
+        public init(checks: [String]) {
+            self.checks = Verifiers.names.filter(checks.contains)
         }
+
+        public init(memory: Bool = true, console: Bool = true, devices: Bool = false) {
+            self.init(checks: [memory ? MemoryCheck.name : nil, console ? ConsoleCheck.name : nil, devices ? DeviceCheck.name : nil].compactMap { $0 })
+        }
+
+        public func runs(_ kind: any VerifierKind.Type) -> Bool { checks.contains(kind.name) }
+        public var memory: Bool { runs(MemoryCheck.self) }
+        public var console: Bool { runs(ConsoleCheck.self) }
+        public var devices: Bool { runs(DeviceCheck.self) }
     }
 
     public struct Repeat: Sendable, Equatable {

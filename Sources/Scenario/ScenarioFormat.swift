@@ -203,16 +203,15 @@ public enum ScenarioFormat {
     ])
 
     static let onHost = FormatType.anyOf([hostName, .object(FormatObject("a host", [FormatKey("on", hostName, required: true, "the host"), timeout]))])
-    static let check = FormatType.choice(["memory", "console", "devices"])
+    static let check = FormatType.choice(Verifiers.names)
 
     /// Every step kind and the shape of its value.
     public static let steps: [FormatKind] = [
         FormatKind(name: "boot", value: onHost, help: "start the guest on a host"),
         FormatKind(name: "restart", value: onHost, help: "destroy the guest where it runs and boot it on a host"),
         FormatKind(name: "migrate", value: .object(migrate), help: "a live migration"),
-        FormatKind(name: "verify", value: .anyOf([check, .list(check), .object(FormatObject("`verify`", [
-            FormatKey("memory", .boolean, "the memory oracle"), FormatKey("console", .boolean, "the guest console"),
-            FormatKey("devices", .boolean, "the device checks"), timeout]))]), help: "checks where the guest runs"),
+        FormatKind(name: "verify", value: .anyOf([check, .list(check), .object(FormatObject("`verify`",
+            Verifiers.all.map { FormatKey($0.name, .boolean, $0.summary) } + [timeout]))]), help: "checks where the guest runs"),
         FormatKind(name: "repeat", value: .object(FormatObject("`repeat`", [
             FormatKey("times", .integer(1...10_000), required: true, "how many times"),
             FormatKey("steps", .steps, required: true, "the steps repeated")])), help: "repeat steps"),

@@ -351,29 +351,26 @@ struct NodeReader: YAMLNodeReading {
             return Step(.migrate(mig), timeoutSeconds: timeout(m), location: loc)
         case "verify":
             // `verify: [memory, console]`, `verify: memory` or `verify: {memory: true, console: false}`
-            var ver = Step.Verify(memory: false, console: false)
+            var checks: [String] = []
             var stepTimeout: Double?
             let names: [Node]
+            let known = Verifiers.names.map { "`\($0)`" }.joined(separator: ", ")
             switch v {
             case .scalar: names = [v]
             case let .sequence(s): names = Array(s)
             default:
                 guard let m = mapping(v, format: ScenarioFormat.steps.object("verify")) else { return nil }
-                ver.memory = m["memory"].flatMap { bool($0, key: "memory") } ?? false
-                ver.console = m["console"].flatMap { bool($0, key: "console") } ?? false
-                ver.devices = m["devices"].flatMap { bool($0, key: "devices") } ?? false
+                for name in Verifiers.names where m[name].flatMap({ bool($0, key: name) }) == true { checks.append(name) }
                 stepTimeout = timeout(m)
                 names = []
             }
             for n in names {
-                switch n.scalar?.string {
-                case "memory": ver.memory = true
-                case "console": ver.console = true
-                case "devices": ver.devices = true
-                default: error(n, "`verify` checks `memory`, `console` and `devices`; found \(describe(n))")
+                if let name = n.scalar?.string, Verifiers.named(name) != nil { checks.append(name) } else {
+                    error(n, "`verify` checks \(known); found \(describe(n))")
                 }
             }
-            if !ver.memory && !ver.console && !ver.devices { error(v, "`verify` checks nothing; name `memory`, `console` or `devices`") }
+            if checks.isEmpty { error(v, "`verify` checks nothing; name \(known)") }
+            let ver = Step.Verify(checks: checks)
             return Step(.verify(ver), timeoutSeconds: stepTimeout, location: loc)
         case "repeat":
             guard let m = mapping(v, format: ScenarioFormat.steps.object("repeat")) else { return nil }
@@ -427,8 +424,10 @@ struct NodeReader: YAMLNodeReading {
                 if scenario.expectation(for: m).outcome == .completed { at = m.to }
             case .verify:
                 if at == nil { flowError("`verify` before `boot`: boot the guest first") }
-                if case let .verify(v) = step.action, v.memory, scenario.guest.workloadMiB == 0 {
-                    flowError("`verify: memory` needs the memory workload; `guest.workload_mib` is 0")
+                if case let .verify(v) = step.action {
+                    for kind in Verifiers.all where v.runs(kind) {
+                        if let why = kind.refusal(in: scenario) { flowError(why) }
+                    }
                 }
             case .repeat: break
             case .inject:

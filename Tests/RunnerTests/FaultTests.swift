@@ -213,3 +213,15 @@ struct MigrationJudgementTests {
         #expect(other.records(number: 1).map(\.verdict.rawValue) == ["pass", "fail", "fail", "fail", "pass", "pass"])
     }
 }
+
+/// Every registered verifier has the runner's body, and its verdicts are judged by the name it
+/// is registered under.
+struct VerifierRegistryTests {
+    @Test func everyVerifierRuns() {
+        for kind in Verifiers.all {
+            #expect(kind is any RunnableVerifier.Type, "verifier \(kind.name) has no body in the runner")
+        }
+        #expect(Verifiers.names == ["memory", "console", "devices"])
+        #expect(Set(ScenarioFormat.steps.object("verify").allowed) == Set(Verifiers.names + ["timeout_s"]))
+    }
+}
