@@ -69,8 +69,14 @@ extension ScenarioExecution {
         return (h, d)
     }
 
-    func deviceInfo(_ agent: GuestAgent, selector: String) async throws -> DeviceInfo {
-        let s = try await agent.run(Self.guestctl, ["info", selector], until: .now + .seconds(10))
+    /// How long one guest tool run on a device may take. A nested guest on the virtual VFIO
+    /// hosts (KVM inside a TCG guest) needs seconds per config-space read of a passed-through
+    /// device, and `lspci -vv` makes many: waiting for the one run beats starting another
+    /// beside it (each retry adds a process that slows the others down).
+    static let deviceToolTime: Duration = .seconds(90)
+
+    func deviceInfo(_ agent: GuestAgent, selector: String, until deadline: ContinuousClock.Instant? = nil) async throws -> DeviceInfo {
+        let s = try await agent.run(Self.guestctl, ["info", selector], until: deadline ?? .now + Self.deviceToolTime)
         guard let info = DeviceInfo.parse(s.output), info.fields["bdf"] != nil else {
             throw RunnerError.step("miglab-guestctl info \(selector): \(s.output.prefix(200))")
         }
@@ -84,13 +90,13 @@ extension ScenarioExecution {
     func deviceSnapshot(_ agent: GuestAgent, selector: String, scratch: [UInt8]? = nil) async throws -> DeviceSnapshot {
         let info = try await deviceInfo(agent, selector: selector)
         guard let bdf = info.fields["bdf"] else { throw RunnerError.step("device \(selector) has no PCI address in the guest") }
-        let lspci = try await agent.run("/usr/bin/lspci", ["-vvv", "-nn", "-s", bdf], until: .now + .seconds(10))
-        let resource = try? await agent.run("/bin/cat", ["/sys/bus/pci/devices/\(bdf)/resource"], until: .now + .seconds(10))
+        let lspci = try await agent.run("/usr/bin/lspci", ["-vvv", "-nn", "-s", bdf], until: .now + Self.deviceToolTime)
+        let resource = try? await agent.run("/bin/cat", ["/sys/bus/pci/devices/\(bdf)/resource"], until: .now + Self.deviceToolTime)
         var snapshot = DeviceSnapshot.parse(lspci: lspci.output, resource: resource?.output)
         guestAddresses[selector] = bdf
         if info.fields["class"]?.hasPrefix("0x0700") == true {
             let values = (scratch ?? []).map { String(format: "0x%02x", $0) }
-            let scr = try await agent.run(Self.uart, [bdf, "scr"] + values, until: .now + .seconds(10))
+            let scr = try await agent.run(Self.uart, [bdf, "scr"] + values, until: .now + Self.deviceToolTime)
             snapshot.uartScratch = DeviceSnapshot.parseUARTScratch(scr.output)
         }
         return snapshot

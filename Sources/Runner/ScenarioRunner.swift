@@ -430,7 +430,7 @@ final class ScenarioExecution: @unchecked Sendable {
         }
         for d in deviceRefs {
             deviceBaseline[d.name] = try await retry(until: deadline, what: "device \(d.name) in the guest") {
-                try await self.deviceInfo(agent, selector: d.selector)
+                try await self.deviceInfo(agent, selector: d.selector, until: deadline)
             }
         }
         progress.clear()

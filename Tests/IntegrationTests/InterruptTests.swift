@@ -66,7 +66,7 @@ extension BuiltinLabTests {
         let report = try Smoke.run(["report", dir])
         #expect(report.status == 1)
         #expect(report.out.contains("run incomplete"))
-        #expect(report.out.contains("ERROR  smoke"))
+        #expect(report.out.contains("INCOMPLETE  smoke"))
         // Its guest, daemons and namespaces are still there; `lab down` removes them all.
         let before = try Smoke.run(["lab", "status"])
         #expect(before.out.contains("domain miglab-smoke"))
