@@ -1,5 +1,5 @@
-import Journal
 import Foundation
+import Journal
 import Runner
 
 /// The results of a run, computed from its journal alone (`RunResult(journal:)`), so the same

@@ -1,5 +1,5 @@
-import Journal
 import Foundation
+import Journal
 import Lab
 import Libvirt
 import Scenario
@@ -131,7 +131,6 @@ extension ScenarioExecution {
         return out
     }
 
-    /// What a guest device step does.
     /// A fault kind used as a step: it acts where the guest runs (both sides of its target are
     /// that host). A guest program it starts must end by the step's deadline, exit 0 and
     /// report that it happened; the record carries its report.

@@ -1,8 +1,8 @@
-import Journal
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
+import Journal
 import Lab
 import Libvirt
 import Scenario

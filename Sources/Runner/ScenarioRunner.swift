@@ -1,5 +1,5 @@
-import Journal
 import Foundation
+import Journal
 import Lab
 import Libvirt
 import Logging

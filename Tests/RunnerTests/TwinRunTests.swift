@@ -1,5 +1,5 @@
-import Journal
 import Foundation
+import Journal
 import LabTwin
 import Report
 import Scenario
