@@ -368,8 +368,10 @@ extension ScenarioExecution {
     }
 
     /// The last line of a guest program's output: its report.
+    /// (miglab-guestctl's `MIGLAB-GUESTCTL` line when there is one: stderr, merged in, may follow it).
     static func report(_ output: String) -> String? {
-        output.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) }
+        let lines = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return lines.last { $0.hasPrefix("MIGLAB-GUESTCTL") } ?? lines.last
     }
 
     /// After the migration: stop guest-side loops and collect their counts; after a failure,
@@ -392,7 +394,9 @@ extension ScenarioExecution {
             guard let here = location, let dom = try? host(here).hypervisor.guest(named: domainName), dom.isActive else { continue }
             let agent = GuestAgent(domain: dom)
             _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
-            let status = try? await retry(until: .now + .seconds(30), what: "guest device loop") {
+            let status = try? await retry(until: .now + .seconds(30), what: "guest device loop", every: .milliseconds(250)) {
+                // Another loop that ended may have taken the stop file away before this one saw it.
+                _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
                 let s = try await agent.execStatus(process.pid)
                 guard s.exited else { throw RunnerError.step("still running") }
                 return s

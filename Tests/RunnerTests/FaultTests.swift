@@ -181,6 +181,8 @@ struct GuestReportLineTests {
     @Test func theLastLineIsTheReport() {
         #expect(ScenarioExecution.report("noise\nMIGLAB-GUESTCTL resets=2 failures=0\n") == "MIGLAB-GUESTCTL resets=2 failures=0")
         #expect(ScenarioExecution.report("") == nil)
+        // stderr merged in after the report line does not hide it.
+        #expect(ScenarioExecution.report("MIGLAB-GUESTCTL resets=156 failures=0\nrm: can't remove '/run/miglab-stop'\n") == "MIGLAB-GUESTCTL resets=156 failures=0")
     }
 }
 
