@@ -144,11 +144,7 @@ extension ScenarioExecution {
         var failure: String?
         if let process = effect.guestProcess {
             let agent = GuestAgent(domain: dom)
-            let status = try await retry(until: deadline, what: "\(action) in the guest", every: .milliseconds(20)) {
-                let s = try await agent.execStatus(process.pid)
-                guard s.exited else { throw RunnerError.step("still running") }
-                return s
-            }
+            let status = try await agent.waitForExit(process.pid, what: "\(action) in the guest", until: deadline)
             rec.result = status.output.trimmingCharacters(in: .whitespacesAndNewlines)
             if status.exitCode != 0 || !process.happened(Self.report(status.output)) { failure = rec.result }
         }

@@ -74,7 +74,15 @@ extension GuestAgent {
     /// Runs a program in the guest to its end (or the deadline); returns its output.
     func run(_ path: String, _ args: [String], until deadline: ContinuousClock.Instant) async throws -> ExecStatus {
         let pid = try await exec(path, args)
-        return try await retry(until: deadline, what: "\(path) \(args.joined(separator: " ")) in the guest", every: .milliseconds(20)) {
+        return try await waitForExit(pid, what: "\(path) \(args.joined(separator: " ")) in the guest", until: deadline)
+    }
+
+    /// Waits for guest program `pid` (started with guest-exec) to end, until `deadline`;
+    /// `beforeEachLook` runs before each guest-exec-status (telling a loop to stop).
+    func waitForExit(_ pid: Int, what: String, until deadline: ContinuousClock.Instant, every: Duration = .milliseconds(20),
+                     beforeEachLook: (@Sendable () async -> Void)? = nil) async throws -> ExecStatus {
+        try await retry(until: deadline, what: what, every: every) {
+            await beforeEachLook?()
             let s = try await self.execStatus(pid)
             guard s.exited else { throw AgentError(description: "still running") }
             return s

@@ -393,13 +393,10 @@ extension ScenarioExecution {
             // The guest is where the migration left it; qemu-ga's exec table moved with it.
             guard let here = location, let dom = try? host(here).hypervisor.guest(named: domainName), dom.isActive else { continue }
             let agent = GuestAgent(domain: dom)
-            _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
-            let status = try? await retry(until: .now + .seconds(30), what: "guest device loop", every: .milliseconds(250)) {
-                // Another loop that ended may have taken the stop file away before this one saw it.
+            // Another loop that ended may have taken the stop file away before this one saw it:
+            // it is touched again before each look.
+            let status = try? await agent.waitForExit(process.pid, what: "guest device loop", until: .now + .seconds(30), every: .milliseconds(250)) {
                 _ = try? await agent.run("/bin/touch", ["/run/miglab-stop"], until: .now + .seconds(10))
-                let s = try await agent.execStatus(process.pid)
-                guard s.exited else { throw RunnerError.step("still running") }
-                return s
             }
             var rec = FaultRecord(kind: f.fault.kind, trigger: "end of migration", firedAtMs: 0)
             rec.host = here

@@ -600,10 +600,13 @@ final class ScenarioExecution: @unchecked Sendable {
     }
 
     /// Journals expectations judged now; the scenario's verdict is made from the journal.
-    func judge(_ records: [ExpectationRecord]) {
+    /// `ofStep: false` for the scenario's own, judged at its end.
+    func judge(_ records: [ExpectationRecord], message: String? = nil, ofStep: Bool = true) {
         guard !records.isEmpty else { return }
         var e = event(.expectation)
+        if !ofStep { e.step = nil }
         e.expectations = records
+        e.message = message
         journal.record(e)
     }
 
@@ -626,11 +629,7 @@ final class ScenarioExecution: @unchecked Sendable {
                 out.append(ExpectationRecord(what: "guest state", expected: st.rawValue, observed: state))
             }
         }
-        var e = event(.expectation)
-        e.step = nil
-        e.expectations = out
-        e.message = "the scenario's end"
-        if !out.isEmpty { journal.record(e) }
+        judge(out, message: "the scenario's end", ofStep: false)
     }
 
     /// Where the guest is at the end and its state, from libvirt (computed once).
