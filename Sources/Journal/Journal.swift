@@ -47,11 +47,11 @@ public struct JournalEvent: Codable, Sendable, Equatable {
     public var file: String?
     public var step: Int?
     public var stepKind: String?
-    /// Timing category of a phase or step: lab_setup, boot, migration, verification.
-    public var phase: String?
+    /// Timing category of a phase or step.
+    public var phase: TimedPhase?
     public var durationSeconds: Double?
-    /// passed | failed | error (steps, scenarios, run); completed | failed | aborted (migrations).
-    public var outcome: String?
+    /// How what the event closes ended.
+    public var outcome: Outcome?
     public var message: String?
     public var migration: MigrationRecord?
     public var progress: MigrationStats?
@@ -66,6 +66,48 @@ public struct JournalEvent: Codable, Sendable, Equatable {
     public init(kind: Kind, scenario: String? = nil) {
         self.kind = kind
         self.scenario = scenario
+    }
+
+    /// How something an event closes ended: a step (passed, error), a scenario or the run
+    /// (`ScenarioVerdict.Outcome`), a migration (completed, failed, aborted), an error event
+    /// (error: the lab could not go on; interrupted: Ctrl-C or SIGTERM), a guest-side fault
+    /// that did not happen (failed).
+    public enum Outcome: String, Codable, Sendable, CaseIterable {
+        case passed, failed, error, interrupted, incomplete
+        case completed, aborted
+
+        public init(_ o: ScenarioVerdict.Outcome) {
+            self = switch o {
+            case .passed: .passed
+            case .failed: .failed
+            case .error: .error
+            case .interrupted: .interrupted
+            case .incomplete: .incomplete
+            }
+        }
+
+        public init(_ o: Expectations.MigrationOutcome) {
+            self = switch o {
+            case .completed: .completed
+            case .failed: .failed
+            case .aborted: .aborted
+            }
+        }
+
+        /// A verification's `pass`/`fail` (journals of miglab before 0.18) reads as passed/failed.
+        public init(from decoder: Decoder) throws {
+            let raw = try decoder.singleValueContainer().decode(String.self)
+            switch raw {
+            case "pass": self = .passed
+            case "fail": self = .failed
+            default:
+                guard let o = Outcome(rawValue: raw) else {
+                    throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                        debugDescription: "unknown outcome `\(raw)`; known: \(Outcome.allCases.map(\.rawValue).joined(separator: ", "))"))
+                }
+                self = o
+            }
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -124,8 +166,7 @@ public enum MigrationPhase: String, Codable, Sendable, Equatable {
 public struct MigrationRecord: Codable, Sendable, Equatable {
     public var from: String
     public var to: String
-    /// completed | failed | aborted
-    public var outcome: String
+    public var outcome: Expectations.MigrationOutcome
     public var stats: MigrationStats
     /// Wall time of the whole libvirt call, seconds.
     public var wallSeconds: Double
@@ -133,7 +174,7 @@ public struct MigrationRecord: Codable, Sendable, Equatable {
     public var errorDomain: Int32?
     public var errorMessage: String?
 
-    public init(from: String, to: String, outcome: String, stats: MigrationStats, wallSeconds: Double,
+    public init(from: String, to: String, outcome: Expectations.MigrationOutcome, stats: MigrationStats, wallSeconds: Double,
                 errorCode: Int32? = nil, errorDomain: Int32? = nil, errorMessage: String? = nil) {
         self.from = from
         self.to = to

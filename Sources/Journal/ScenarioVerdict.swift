@@ -41,11 +41,11 @@ public struct ScenarioVerdict: Sendable, Equatable {
 
         let finished = mine.last { $0.kind == .scenarioFinished && $0.scenario == name }
         let stops = mine.filter { $0.kind == .error && $0.scenario == name }
-        if stops.contains(where: { $0.outcome == Outcome.interrupted.rawValue }) {
+        if stops.contains(where: { $0.outcome == .interrupted }) {
             return ScenarioVerdict(outcome: .interrupted, expectations: expectations, message: "interrupted")
         }
-        if let error = stops.first(where: { $0.outcome == Outcome.error.rawValue }) {
-            let more = stops.filter { $0.outcome == Outcome.error.rawValue }.dropFirst().compactMap(\.message)
+        if let error = stops.first(where: { $0.outcome == .error }) {
+            let more = stops.filter { $0.outcome == .error }.dropFirst().compactMap(\.message)
             return ScenarioVerdict(outcome: .error, expectations: expectations,
                                    message: ([error.message ?? "lab error"] + more).joined(separator: "; "))
         }

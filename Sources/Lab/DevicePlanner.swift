@@ -249,7 +249,7 @@ public struct DevicePlanner: Sendable {
     /// {mdev_type}` gives it there (the parser lets no other step bring the guest to that host).
     static func mdevType(of r: PassthroughRequirement, on host: String, _ scenario: Scenario) -> String {
         for step in scenario.steps {
-            if case let .migrate(m) = step.action, m.to == host, case let .mdevType(device, type)? = m.destinationChange, device == r.name {
+            if let m = step.action(as: Step.Migrate.self), m.to == host, case let .mdevType(device, type)? = m.destinationChange, device == r.name {
                 return type
             }
         }

@@ -1,11 +1,13 @@
 import Foundation
 import Journal
 import Runner
+import Scenario
 
 /// The results of a run, computed from its journal alone (`RunResult(journal:)`), so the same
 /// report comes out of a live run and of `miglab report DIR` on a killed run's journal.
 public struct RunResult: Codable, Sendable, Equatable {
-    public var outcome: String
+    /// passed | failed | interrupted | incomplete (the journal has no run_finished).
+    public var outcome: ScenarioVerdict.Outcome
     public var startedAt: String?
     public var durationSeconds: Double
     public var scenarios: [ScenarioResult]
@@ -20,8 +22,7 @@ public struct RunResult: Codable, Sendable, Equatable {
 public struct ScenarioResult: Codable, Sendable, Equatable {
     public var name: String
     public var file: String?
-    /// passed | failed | error
-    public var outcome: String
+    public var outcome: ScenarioVerdict.Outcome
     public var message: String?
     public var durationSeconds: Double
     public var migrations: [MigrationResult]
@@ -40,7 +41,7 @@ public struct ScenarioResult: Codable, Sendable, Equatable {
 public struct MigrationResult: Codable, Sendable, Equatable {
     public var from: String
     public var to: String
-    public var outcome: String
+    public var outcome: Expectations.MigrationOutcome
     public var stats: MigrationStats
     public var wallSeconds: Double
     public var error: MigrationError?
@@ -135,12 +136,12 @@ extension RunResult {
         var end: JournalEvent?
         var samples: [Int: [MigrationStats]] = [:]   // scenario index -> its running migration's
         var firstEvent: [Int: Int] = [:]              // scenario index -> index of its scenario_started
-        var finishedSays: [Int: String?] = [:]        // what its scenario_finished claims
+        var finishedSays: [Int: JournalEvent.Outcome?] = [:]        // what its scenario_finished claims
         for (index, e) in events.enumerated() {
             switch e.kind {
             case .scenarioStarted:
                 let name = e.scenario ?? "?"
-                scenarios.append(ScenarioResult(name: name, file: e.file, outcome: ScenarioVerdict.Outcome.incomplete.rawValue,
+                scenarios.append(ScenarioResult(name: name, file: e.file, outcome: .incomplete,
                                                 message: "the journal ends before this scenario finished (the run died or was killed)",
                                                 durationSeconds: 0, migrations: [], verifications: [], expectations: [],
                                                 timing: Timing()))
@@ -150,16 +151,16 @@ extension RunResult {
             case .phase:
                 guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
                 switch e.phase {
-                case "lab_setup": scenarios[i].timing.labSetupSeconds += e.durationSeconds ?? 0
-                case "verification": scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
+                case .labSetup: scenarios[i].timing.labSetupSeconds += e.durationSeconds ?? 0
+                case .verification: scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
                 default: break
                 }
             case .stepFinished:
                 guard let i = e.scenario.flatMap({ open[$0] }) else { continue }
                 switch e.phase {
-                case "boot": scenarios[i].timing.bootSeconds += e.durationSeconds ?? 0
-                case "verification": scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
-                case "faults": scenarios[i].timing.faultSeconds += e.durationSeconds ?? 0
+                case .boot: scenarios[i].timing.bootSeconds += e.durationSeconds ?? 0
+                case .verification: scenarios[i].timing.verificationSeconds += e.durationSeconds ?? 0
+                case .faults: scenarios[i].timing.faultSeconds += e.durationSeconds ?? 0
                 default: break
                 }
             case .fault:
@@ -173,7 +174,7 @@ extension RunResult {
                 scenarios[i].migrations.append(MigrationResult(
                     from: m.from, to: m.to, outcome: m.outcome, stats: m.stats, wallSeconds: m.wallSeconds,
                     error: m.errorMessage.map { .init(code: m.errorCode, domain: m.errorDomain, message: $0) },
-                    phases: PhaseFigures.of(samples: samples[i] ?? [], final: m.stats, completed: m.outcome == "completed")))
+                    phases: PhaseFigures.of(samples: samples[i] ?? [], final: m.stats, completed: m.outcome == .completed)))
                 samples[i] = nil
                 // libvirt's elapsed time; a failed migration has none, so its wall time counts.
                 scenarios[i].timing.migrationSeconds += m.stats.timeElapsedMs.map { Double($0) / 1000 } ?? m.wallSeconds
@@ -197,11 +198,11 @@ extension RunResult {
             guard let from = firstEvent[i] else { continue }
             let to = firstEvent[i + 1] ?? events.count
             let verdict = ScenarioVerdict.of(Array(events[from..<to]))
-            scenarios[i].outcome = verdict.outcome.rawValue
+            scenarios[i].outcome = verdict.outcome
             scenarios[i].expectations = verdict.expectations
             scenarios[i].message = verdict.message
-            if let claimed = finishedSays[i] ?? nil, claimed != verdict.outcome.rawValue {
-                scenarios[i].message = "the journal's scenario_finished says \(claimed), its events say \(verdict.outcome.rawValue)"
+            if let claimed = finishedSays[i] ?? nil, claimed != JournalEvent.Outcome(verdict.outcome) {
+                scenarios[i].message = "the journal's scenario_finished says \(claimed.rawValue), its events say \(verdict.outcome.rawValue)"
                     + (verdict.message.map { ": \($0)" } ?? "")
             }
         }
@@ -224,8 +225,8 @@ extension RunResult {
             scenarios[i].durationSeconds = r(wall)
         }
         let finished = end != nil
-        let allPassed = !scenarios.isEmpty && scenarios.allSatisfy { $0.outcome == "passed" }
-        outcome = !finished ? "incomplete" : (end?.outcome == "interrupted" ? "interrupted" : (allPassed ? "passed" : "failed"))
+        let allPassed = !scenarios.isEmpty && scenarios.allSatisfy { $0.outcome == .passed }
+        outcome = !finished ? .incomplete : (end?.outcome == .interrupted ? .interrupted : (allPassed ? .passed : .failed))
         startedAt = events.first?.wallclock
         durationSeconds = (lastT * 1000).rounded() / 1000
         self.scenarios = scenarios
@@ -258,11 +259,11 @@ extension RunResult {
             }
             return o
         }
-        let failures = scenarios.filter { $0.outcome == "failed" }.count
+        let failures = scenarios.filter { $0.outcome == .failed }.count
         // A run that did not end (no run_finished: it died) is a testcase in error of its own,
         // so a CI reading junit.xml never sees an all-green or empty suite for it.
-        let runDied = outcome == "incomplete"
-        let errors = scenarios.filter { $0.outcome != "passed" && $0.outcome != "failed" }.count + (runDied ? 1 : 0)
+        let runDied = outcome == .incomplete
+        let errors = scenarios.filter { $0.outcome != .passed && $0.outcome != .failed }.count + (runDied ? 1 : 0)
         let tests = scenarios.count + (runDied ? 1 : 0)
         var x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         x += "<testsuites name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
@@ -276,14 +277,14 @@ extension RunResult {
             x += "    <testcase classname=\"miglab\" name=\"\(esc(s.name))\" file=\"\(esc(s.file ?? ""))\" time=\"\(s.durationSeconds)\""
             let summary = summaryLines(s).joined(separator: "\n")
             switch s.outcome {
-            case "passed":
+            case .passed:
                 x += ">\n      <system-out>\(esc(summary))</system-out>\n    </testcase>\n"
-            case "failed":
+            case .failed:
                 let why = s.expectations.filter { $0.verdict == .fail }.map { "\($0.what): expected \($0.expected), observed \($0.observed)" }
                 let msg = why.isEmpty ? (s.message ?? "failed") : why.joined(separator: "; ")
                 x += ">\n      <failure message=\"\(esc(msg))\">\(esc(summary))</failure>\n    </testcase>\n"
-            default:
-                x += ">\n      <error message=\"\(esc(s.message ?? s.outcome))\">\(esc(summary))</error>\n    </testcase>\n"
+            case .error, .interrupted, .incomplete:
+                x += ">\n      <error message=\"\(esc(s.message ?? s.outcome.rawValue))\">\(esc(summary))</error>\n    </testcase>\n"
             }
         }
         x += "  </testsuite>\n</testsuites>\n"
@@ -293,7 +294,7 @@ extension RunResult {
     func summaryLines(_ s: ScenarioResult) -> [String] {
         var lines: [String] = []
         for (i, m) in s.migrations.enumerated() {
-            lines.append("migration \(i + 1) \(m.from)->\(m.to): \(m.outcome), \(m.stats.timeElapsedMs ?? 0) ms, downtime \(m.stats.downtimeMs ?? 0) ms, \(m.stats.dataTotalBytes ?? 0) bytes, \(m.stats.memoryIterations ?? 0) iterations"
+            lines.append("migration \(i + 1) \(m.from)->\(m.to): \(m.outcome.rawValue), \(m.stats.timeElapsedMs ?? 0) ms, downtime \(m.stats.downtimeMs ?? 0) ms, \(m.stats.dataTotalBytes ?? 0) bytes, \(m.stats.memoryIterations ?? 0) iterations"
                          + (m.stats.vfioDataBytes.map { ", VFIO device \($0) bytes" } ?? "") + (m.error.map { " (\($0.message))" } ?? ""))
             let phases = m.phases.filter { $0.phase != .setup }.map { p in
                 "\(p.phase.rawValue) \(p.milliseconds.map { "\($0) ms" } ?? "? ms"): RAM \(p.ramBytes.map(String.init) ?? "?"), VFIO \(p.vfioBytes.map(String.init) ?? "?") bytes"
@@ -314,11 +315,11 @@ extension RunResult {
         var out: [String] = []
         for s in scenarios {
             let mark = switch s.outcome {
-            case "passed": "PASS"
-            case "failed": "FAIL"
-            case "interrupted": "INTERRUPTED"
-            case "incomplete": "INCOMPLETE"
-            default: "ERROR"
+            case .passed: "PASS"
+            case .failed: "FAIL"
+            case .interrupted: "INTERRUPTED"
+            case .incomplete: "INCOMPLETE"
+            case .error: "ERROR"
             }
             out.append("\(mark)  \(s.name)  \(String(format: "%.1f", s.durationSeconds)) s" + (s.message.map { "  (\($0))" } ?? ""))
             for l in summaryLines(s) { out.append("      \(l)") }
@@ -329,8 +330,8 @@ extension RunResult {
             out.append(String(format: "      time: lab set-up %.1f s, boot %.1f s, migration %.1f s, verification %.1f s, overhead %.1f s (%.1f%%)",
                               t.labSetupSeconds, t.bootSeconds, t.migrationSeconds, t.verificationSeconds, t.overheadSeconds, t.overheadFraction * 100))
         }
-        let passed = scenarios.filter { $0.outcome == "passed" }.count
-        out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome) in \(String(format: "%.1f", durationSeconds)) s")
+        let passed = scenarios.filter { $0.outcome == .passed }.count
+        out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome.rawValue) in \(String(format: "%.1f", durationSeconds)) s")
         return out.joined(separator: "\n")
     }
 }

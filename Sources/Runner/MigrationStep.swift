@@ -195,14 +195,14 @@ extension ScenarioExecution {
         }
         if crashed {
             progress.clear()
-            var record = MigrationRecord(from: m.from, to: m.to, outcome: "failed", stats: MigrationStats(),
+            var record = MigrationRecord(from: m.from, to: m.to, outcome: .failed, stats: MigrationStats(),
                                          wallSeconds: (ContinuousClock.now - t0).seconds)
             record.errorMessage = "the host's kernel crashed during the migration: \(hostCrash ?? "")"
             // Journaled, but not held to `expect.migrations`: the host-kernel expectation judges it.
             migrationsEnded += 1
             var e = event(.migrationFinished)
             e.migration = record
-            e.outcome = record.outcome
+            e.outcome = JournalEvent.Outcome(record.outcome)
             journal.record(e)
             throw RunnerError.hostCrashed(hostCrash ?? "")
         }
@@ -219,7 +219,7 @@ extension ScenarioExecution {
         case .success:
             // The destination keeps the completed job's statistics (downtime, iterations).
             let stats = (try? dst.hypervisor.guest(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
-            record = MigrationRecord(from: m.from, to: m.to, outcome: "completed",
+            record = MigrationRecord(from: m.from, to: m.to, outcome: .completed,
                                      stats: stats.map(MigrationStats.init) ?? MigrationStats(), wallSeconds: wall)
             // The destination's copy lacks the device bytes (libvirt 11.3 keeps them on the
             // source, whose domain is gone now): they come from the source's
@@ -255,7 +255,7 @@ extension ScenarioExecution {
             // stream cut off mid-section: "load of migration failed", code 1) rather than the
             // source's "canceled by client" (78); the record keeps whichever libvirt reported.
             let cancelled = lv?.code == LibvirtError.operationAborted || faults.contains { $0.cancelledMigration }
-            let outcome = cancelled && !timedOut ? "aborted" : "failed"
+            let outcome: Expectations.MigrationOutcome = cancelled && !timedOut ? .aborted : .failed
             let stats = (try? src.hypervisor.guest(named: domainName)?.jobStats(completed: true)).flatMap { $0 }
             record = MigrationRecord(from: m.from, to: m.to, outcome: outcome, stats: stats.map(MigrationStats.init) ?? MigrationStats(),
                                      wallSeconds: wall, errorCode: lv?.code, errorDomain: lv?.domain,
@@ -265,7 +265,7 @@ extension ScenarioExecution {
         migrationsEnded += 1
         var e = event(.migrationFinished)
         e.migration = record
-        e.outcome = record.outcome
+        e.outcome = JournalEvent.Outcome(record.outcome)
         if let p = proxySummary {
             e.details = ["proxy_bytes": "\(p.bytes)", "proxy_flips": "\(p.flips)", "proxy_pages_hit": "\(p.pagesHit)"]
             if let err = p.error { e.details?["proxy_error"] = err }
@@ -302,7 +302,7 @@ extension ScenarioExecution {
         lastJudgement = judgement
         judge(judgement.records(number: migrationsJudged) + faultChecks)
         if timedOut { throw RunnerError.timeout("migration \(m.from) -> \(m.to) did not finish within the step's deadline") }
-        return !streamUndamaged && guestFaultsHappened && record.outcome == expected.outcome.rawValue
+        return !streamUndamaged && guestFaultsHappened && record.outcome == expected.outcome
     }
 
     /// A pause that also works in a cancelled task (Task.sleep would return at once there).
@@ -379,7 +379,7 @@ extension ScenarioExecution {
     /// still runs on the source with its memory intact. Returns false when a guest-side fault
     /// did not happen (its report is missing or says the guest could not do it).
     @discardableResult
-    func afterMigration(_ m: Step.Migrate, faults: [ArmedFault], outcome: String, source: LabHost, destination: LabHost) async throws -> Bool {
+    func afterMigration(_ m: Step.Migrate, faults: [ArmedFault], outcome: Expectations.MigrationOutcome, source: LabHost, destination: LabHost) async throws -> Bool {
         var guestFaultsHappened = true
         for f in faults {
             for effect in f.effects {
@@ -408,11 +408,11 @@ extension ScenarioExecution {
             if !process.happened(report.flatMap(Self.report)) {
                 guestFaultsHappened = false
                 e.message = "the guest-side fault did not happen: \(rec.result ?? "")"
-                e.outcome = "fail"
+                e.outcome = .failed
             }
             journal.record(e)
         }
-        guard outcome != "completed" else { return guestFaultsHappened }
+        guard outcome != .completed else { return guestFaultsHappened }
         // Nothing may be left on the destination. libvirt cleans up asynchronously on some
         // paths (a restarted daemon recovering the incoming job), so wait for it, with a deadline.
         let gone = try? await retry(until: .now + .seconds(10), what: "destination clean-up", every: .milliseconds(100)) {
@@ -458,7 +458,7 @@ extension ScenarioExecution {
             let t0 = ContinuousClock.now
             let r = try await verifyMemory(on: source, deadline: .now + .seconds(120))
             var ph = event(.phase)
-            ph.phase = "verification"
+            ph.phase = .verification
             ph.durationSeconds = (ContinuousClock.now - t0).seconds
             ph.message = "memory check on the source after the failed migration"
             journal.record(ph)

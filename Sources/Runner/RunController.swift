@@ -213,7 +213,7 @@ public final class RunController: @unchecked Sendable {
             started.expect = scenario.expect
             let first = journal.record(started).seq
             let outcome = await runOne(scenario, from: first, lab: &lab, image: &image)
-            if outcome != "passed" { allPassed = false }
+            if outcome != .passed { allPassed = false }
             if Task.isCancelled { interrupted = true; break }
         }
         for problem in await provider.problems() {
@@ -225,20 +225,20 @@ public final class RunController: @unchecked Sendable {
         // Tear-down of the lab is part of the run; it runs even when interrupted.
         await provider.finish()
         var end = JournalEvent(kind: .runFinished)
-        end.outcome = interrupted ? "interrupted" : (allPassed ? "passed" : "failed")
+        end.outcome = interrupted ? .interrupted : (allPassed ? .passed : .failed)
         journal.record(end)
         return allPassed && !interrupted
     }
 
     /// Runs one scenario whose `scenario_started` is journal event `first`; its outcome is the
     /// verdict of its journal events (`ScenarioVerdict`), as `miglab report` makes it.
-    func runOne(_ scenario: Scenario, from first: Int, lab: inout LabEnvironment?, image: inout GuestImage?) async -> String {
+    func runOne(_ scenario: Scenario, from first: Int, lab: inout LabEnvironment?, image: inout GuestImage?) async -> ScenarioVerdict.Outcome {
         let t0 = ContinuousClock.now
         var exec: ScenarioExecution?
         /// A lab error or an interruption ends the scenario: journaled as such.
         func stopped(_ outcome: ScenarioVerdict.Outcome, _ message: String) {
             var e = JournalEvent(kind: .error, scenario: scenario.name)
-            e.outcome = outcome.rawValue
+            e.outcome = JournalEvent.Outcome(outcome)
             e.message = message
             journal.record(e)
         }
@@ -259,7 +259,7 @@ public final class RunController: @unchecked Sendable {
                                       logger: logger, progress: progress)
             exec = e
             try await e.setUp()
-            phase("lab_setup", scenario, since: t0, message: "lab ready, guest defined")
+            phase(.labSetup, scenario, since: t0, message: "lab ready, guest defined")
             do {
                 try await e.runSteps()
                 e.judgeTheEnd()
@@ -285,7 +285,7 @@ public final class RunController: @unchecked Sendable {
             let td = ContinuousClock.now
             progress.show("[\(scenario.name)] tear-down")
             await exec.tearDown()
-            phase("lab_setup", scenario, since: td, message: "guest removed, logs kept")
+            phase(.labSetup, scenario, since: td, message: "guest removed, logs kept")
             // Devices left bound to the wrong driver on a shared node are a failure of the run;
             // the mdevs of hosts thrown away went with them (they could not be removed first).
             if discarded && !exec.passthroughRestoreProblems.isEmpty {
@@ -298,9 +298,9 @@ public final class RunController: @unchecked Sendable {
         }
         progress.clear()
         let verdict = ScenarioVerdict.of(journal.events(from: first), ended: true)
-        let outcome = verdict.outcome.rawValue
+        let outcome = verdict.outcome
         var fin = JournalEvent(kind: .scenarioFinished, scenario: scenario.name)
-        fin.outcome = outcome
+        fin.outcome = JournalEvent.Outcome(outcome)
         fin.message = verdict.message
         fin.expectations = verdict.expectations
         fin.durationSeconds = (ContinuousClock.now - t0).seconds
@@ -308,7 +308,7 @@ public final class RunController: @unchecked Sendable {
         return outcome
     }
 
-    func phase(_ name: String, _ scenario: Scenario, since t0: ContinuousClock.Instant, message: String) {
+    func phase(_ name: TimedPhase, _ scenario: Scenario, since t0: ContinuousClock.Instant, message: String) {
         var e = JournalEvent(kind: .phase, scenario: scenario.name)
         e.phase = name
         e.durationSeconds = (ContinuousClock.now - t0).seconds

@@ -70,7 +70,7 @@ final class ScenarioExecution: @unchecked Sendable {
     /// (a fault during a migration uses it: the guest is too slow then for a lookup first).
     var guestAddresses: [String: String] = [:]
     /// Whether any step verifies devices (only then are snapshots taken).
-    lazy var checksDevices: Bool = scenario.flattenedSteps.contains { if case let .verify(v) = $0.action { v.runs(DeviceCheck.self) } else { false } }
+    lazy var checksDevices: Bool = scenario.flattenedSteps.contains { $0.action(as: Step.Verify.self)?.runs(DeviceCheck.self) == true }
     var stepIndex = 0
 
     init(scenario: Scenario, lab: LabEnvironment, image: GuestImage, journal: Journal, config: RunConfiguration,
@@ -117,7 +117,7 @@ final class ScenarioExecution: @unchecked Sendable {
     func record(verification r: VerificationRecord) {
         var e = event(.verification)
         e.verification = r
-        e.outcome = r.verdict.rawValue
+        e.outcome = r.verdict == .pass ? .passed : .failed
         journal.record(e)
     }
 
@@ -150,9 +150,7 @@ final class ScenarioExecution: @unchecked Sendable {
             }
         }
         try? FileManager.default.removeItem(atPath: consoleLog)
-        guard case let .boot(b)? = scenario.flattenedSteps.first(where: { if case .boot = $0.action { true } else { false } })?.action else {
-            return
-        }
+        guard let b = scenario.flattenedSteps.lazy.compactMap({ $0.action(as: Step.Boot.self) }).first else { return }
         let visited = DevicePlanner.visitedHosts(scenario)
         if let labFile = lab.labFile, !scenario.guest.passthrough.isEmpty {
             passthrough = try await preparePassthrough(labFile, hosts: visited)
@@ -234,7 +232,7 @@ final class ScenarioExecution: @unchecked Sendable {
             var e = event(.note)
             e.message = problems.isEmpty ? "passthrough devices restored and unlocked"
                 : "passthrough devices NOT fully restored: \(problems.joined(separator: "; "))"
-            if !problems.isEmpty { e.outcome = "error" }
+            if !problems.isEmpty { e.outcome = .error }
             journal.record(e)
             passthroughRestoreProblems = problems
         }
@@ -250,32 +248,32 @@ final class ScenarioExecution: @unchecked Sendable {
             stepIndex = i
             var start = event(.stepStarted)
             start.stepKind = step.kind
-            start.message = describe(step)
+            start.message = step.action.description
             journal.record(start)
             let t0 = ContinuousClock.now
             let deadline = t0 + .milliseconds(Int64(step.effectiveTimeoutSeconds * 1000))
             var finish = event(.stepFinished)
             finish.stepKind = step.kind
-            finish.phase = Self.phase(of: step)
+            finish.phase = type(of: step.action).phase
             do {
                 // The step runs on its own task, watched: a host whose kernel broke answers no
                 // libvirt call, and the step would wait for it until its deadline.
                 let keepGoing = try await watchingHosts { try await self.perform(step, deadline: deadline) }
                 try checkHostHealth()
-                finish.outcome = "passed"
+                finish.outcome = .passed
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
                 journal.record(finish)
                 if !keepGoing {
                     var note = event(.note)
                     let expected = lastJudgement?.expectation.outcome.rawValue ?? "?"
-                    let ended = lastJudgement?.record.outcome ?? "?"
+                    let ended = lastJudgement?.record.outcome.rawValue ?? "?"
                     note.message = (ended == expected ? "the migration ended \(ended) as expected, but a fault it asked for did not happen"
                                                       : "the migration ended \(ended), not \(expected) as expected") + "; the remaining steps are skipped"
                     journal.record(note)
                     return
                 }
             } catch {
-                finish.outcome = "error"
+                finish.outcome = .error
                 finish.message = "\(error)"
                 finish.durationSeconds = (ContinuousClock.now - t0).seconds
                 journal.record(finish)
@@ -291,38 +289,13 @@ final class ScenarioExecution: @unchecked Sendable {
         }
     }
 
-    /// Runs one step; false when the remaining steps are to be skipped (a migration did not end
-    /// as the scenario expects).
+    /// Runs one step through its kind's body (`RunnableStep`); false when the remaining steps
+    /// are to be skipped (a migration did not end as the scenario expects).
     func perform(_ step: Step, deadline: ContinuousClock.Instant) async throws -> Bool {
-        switch step.action {
-        case let .boot(b):
-            try await boot(b, deadline: deadline)
-            return true
-        case let .restart(b):
-            try await restart(b, deadline: deadline)
-            return true
-        case let .migrate(m):
-            return try await migrate(m, deadline: deadline)
-        case let .verify(v):
-            try await verify(v, deadline: deadline)
-            return true
-        case .repeat:
-            return true
-        case let .inject(action):
-            try await inject(action, kind: step.kind, deadline: deadline)
-            return true
+        guard let body = step.action as? any RunnableStep else {
+            throw RunnerError.step("miglab has no body for step kind `\(step.kind)`; please report it")
         }
-    }
-
-    /// The journal phase a step's time counts to.
-    static func phase(of step: Step) -> String? {
-        switch step.action {
-        case .boot, .restart: "boot"
-        case .migrate: "migration"
-        case .verify: "verification"
-        case .repeat: nil
-        case .inject: "faults"
-        }
+        return try await body.run(in: self, kind: step.kind, deadline: deadline)
     }
 
     /// Runs `body` on a task of its own and waits for it while it looks at the hosts once a
@@ -348,25 +321,9 @@ final class ScenarioExecution: @unchecked Sendable {
         }
     }
 
-    func describe(_ step: Step) -> String {
-        switch step.action {
-        case let .boot(b): return "boot on \(b.host)"
-        case let .restart(b): return "restart on \(b.host) (destroyed where it runs, booted anew)"
-        case let .migrate(m):
-            var s = "migrate \(m.from) -> \(m.to)"
-            if let b = m.bandwidthMiBps { s += ", \(b) MiB/s" }
-            if let d = m.maxDowntimeMs { s += ", max downtime \(d) ms" }
-            if m.suspend { s += ", suspend" }
-            return s
-        case let .verify(v): return "verify " + v.checks.joined(separator: ", ")
-        case let .repeat(r): return "repeat \(r.times)x"
-        case let .inject(action): return "\(action) where the guest runs"
-        }
-    }
-
     /// `restart`: the guest is destroyed where it runs (definition and all) and defined and
     /// booted on `b.host`, with that host's devices and image, as `setUp` defines it for a boot.
-    func restart(_ b: Step.Boot, deadline: ContinuousClock.Instant) async throws {
+    func restart(_ b: Step.Restart, deadline: ContinuousClock.Instant) async throws {
         consoleCapture?.stop()
         if let here = location, let dom = try host(here).hypervisor.guest(named: domainName) {
             try await dom.remove()
@@ -378,7 +335,7 @@ final class ScenarioExecution: @unchecked Sendable {
                                  image: images[b.host] ?? image, emulator: h.emulator,
                                  accelerator: h.accelerator, consoleLog: hostConsoleLog)
         _ = try h.hypervisor.defineGuest(xml: def.xml())
-        try await boot(b, deadline: deadline)
+        try await boot(Step.Boot(host: b.host), deadline: deadline)
     }
 
     func boot(_ b: Step.Boot, deadline: ContinuousClock.Instant) async throws {
@@ -712,8 +669,8 @@ struct MigrationJudgement {
     func records(number: Int) -> [ExpectationRecord] {
         let ex = expectation
         let what = "migration #\(number) (\(record.from) -> \(record.to))"
-        var out = [ExpectationRecord(what: what, expected: ex.outcome.rawValue, observed: record.outcome, step: step)]
-        let failed = record.outcome != "completed"
+        var out = [ExpectationRecord(what: what, expected: ex.outcome.rawValue, observed: record.outcome.rawValue, step: step)]
+        let failed = record.outcome != .completed
         if let codes = ex.errorCodes {
             out.append(ExpectationRecord(what: "\(what): libvirt error code", expected: codes.map(String.init).joined(separator: " or "),
                                          observed: !failed ? "it did not fail" : record.errorCode.map(String.init) ?? "none",

@@ -14,40 +14,17 @@ extension Scenario {
     public var visitedHosts: [String] {
         var out: [String] = []
         for step in flattenedSteps {
-            switch step.action {
-            case let .boot(b), let .restart(b): if !out.contains(b.host) { out.append(b.host) }
-            case let .migrate(m):
-                for h in [m.from, m.to] where !out.contains(h) { out.append(h) }
-            default: break
-            }
+            for h in step.action.hosts where !out.contains(h) { out.append(h) }
         }
         return out
     }
 
-    /// Each step's needs: a fault's on both hosts of its migration, `corrupt_stream`'s on the
-    /// destination, a fault used as a step on every host the guest may run on.
+    /// Each step's needs (`StepKind.needs`): a fault's on both hosts of its migration,
+    /// `corrupt_stream`'s on the destination, a fault used as a step on every host the guest
+    /// may run on.
     public var stepNeeds: [HostNeed] {
-        var out: [HostNeed] = []
         let hosts = visitedHosts
-        for step in flattenedSteps {
-            switch step.action {
-            case let .migrate(m):
-                for f in m.faults {
-                    for c in f.needs.sorted(by: { $0.rawValue < $1.rawValue }) {
-                        for h in [m.from, m.to] { out.append(HostNeed(what: f.kind, host: h, capability: c, location: f.location ?? step.location)) }
-                    }
-                }
-                if m.corruptStream != nil {
-                    out.append(HostNeed(what: "corrupt_stream", host: m.to, capability: .streamProxy, location: step.location))
-                }
-            case let .inject(action):
-                for c in action.needs.sorted(by: { $0.rawValue < $1.rawValue }) {
-                    for h in hosts { out.append(HostNeed(what: step.kind, host: h, capability: c, location: step.location)) }
-                }
-            default: break
-            }
-        }
-        return out
+        return flattenedSteps.flatMap { $0.action.needs(visitedHosts: hosts, at: $0.location) }
     }
 
     /// The needs a lab does not meet, one message each, at the step or fault that has it.

@@ -29,7 +29,7 @@ public struct Scenario: Sendable, Equatable {
         func count(_ steps: [Step]) -> Int {
             steps.reduce(0) { total, step in
                 var n = 1
-                if case let .repeat(r) = step.action {
+                if let r = step.action.repetition {
                     let (p, o) = r.times.multipliedReportingOverflow(by: count(r.steps))
                     n = o ? Int.max : p
                 }
@@ -44,7 +44,7 @@ public struct Scenario: Sendable, Equatable {
     public var flattenedSteps: [Step] {
         func flatten(_ steps: [Step]) -> [Step] {
             steps.flatMap { step -> [Step] in
-                if case let .repeat(r) = step.action {
+                if let r = step.action.repetition {
                     return (0..<r.times).flatMap { _ in flatten(r.steps) }
                 }
                 return [step]
@@ -54,15 +54,7 @@ public struct Scenario: Sendable, Equatable {
     }
 
     /// What the steps and faults need of the hosts, beyond libvirt.
-    public var hostNeeds: Set<HostCapability> {
-        flattenedSteps.reduce(into: []) { needs, step in
-            switch step.action {
-            case let .inject(action): needs.formUnion(action.needs)
-            case let .migrate(m): for f in m.faults { needs.formUnion(f.needs) }
-            default: break
-            }
-        }
-    }
+    public var hostNeeds: Set<HostCapability> { Set(stepNeeds.map(\.capability)) }
 
     /// Whether a step or fault resets a device through the guest kernel's PCI reset, which the
     /// hosts must pass on to the devices (`HostActions.passGuestResetsToDevices`).
@@ -100,66 +92,42 @@ public struct SourceLocation: Sendable, Equatable, Codable, CustomStringConverti
     public var description: String { "\(file):\(line):\(column)" }
 }
 
+/// One step of a scenario: an action of a registered kind (`StepKinds.all`), its deadline and
+/// where it was written.
 public struct Step: Sendable, Equatable {
-    public var action: Action
-    /// Deadline of the step; the default depends on the kind.
+    public var action: any StepKind
+    /// Deadline of the step; nil takes its kind's default.
     public var timeoutSeconds: Double?
     public var location: SourceLocation?
 
-    public init(_ action: Action, timeoutSeconds: Double? = nil, location: SourceLocation? = nil) {
+    public init<Kind: StepKind>(_ action: Kind, timeoutSeconds: Double? = nil, location: SourceLocation? = nil) {
         self.action = action
         self.timeoutSeconds = timeoutSeconds
         self.location = location
     }
 
-    public var kind: String {
-        switch action {
-        case .boot: "boot"
-        case .restart: "restart"
-        case .migrate: "migrate"
-        case .verify: "verify"
-        case .repeat: "repeat"
-        case let .inject(action): type(of: action).name
-        }
+    /// A fault kind used as a step (`FaultStep`).
+    public static func inject<Fault: FaultKind>(_ fault: Fault, timeoutSeconds: Double? = nil, location: SourceLocation? = nil) -> Step {
+        Step(FaultStep(fault), timeoutSeconds: timeoutSeconds, location: location)
     }
 
-    public var effectiveTimeoutSeconds: Double {
-        timeoutSeconds ?? {
-            switch action {
-            case .boot, .restart: 180
-            case .migrate: 300
-            case .verify: 180
-            case .repeat: .infinity
-            case .inject: 120
-            }
-        }()
-    }
+    public var kind: String { type(of: action).name }
 
-    public indirect enum Action: Sendable, Equatable {
-        case boot(Boot)
-        /// The guest is destroyed where it runs and booted anew on another host, with that
-        /// host's devices (a cold move: the devices' next user is a freshly started VM).
-        case restart(Boot)
-        case migrate(Migrate)
-        case verify(Verify)
-        case `repeat`(Repeat)
-        /// A fault kind used as a step, outside any migration (guest FLRs and resets, host-side
-        /// resets): it acts where the guest runs.
-        case inject(any FaultKind)
+    public var effectiveTimeoutSeconds: Double { timeoutSeconds ?? type(of: action).defaultTimeoutSeconds }
 
-        public static func == (a: Action, b: Action) -> Bool {
-            switch (a, b) {
-            case let (.boot(x), .boot(y)), let (.restart(x), .restart(y)): x == y
-            case let (.migrate(x), .migrate(y)): x == y
-            case let (.verify(x), .verify(y)): x == y
-            case let (.repeat(x), .repeat(y)): x == y
-            case let (.inject(x), .inject(y)): x.isEqual(to: y)
-            default: false
-            }
-        }
+    /// The action as kind `K`, when it is one.
+    public func action<K: StepKind>(as _: K.Type) -> K? { action as? K }
+
+    public static func == (a: Step, b: Step) -> Bool {
+        a.action.isEqual(to: b.action) && a.timeoutSeconds == b.timeoutSeconds && a.location == b.location
     }
 
     public struct Boot: Sendable, Equatable, Codable {
+        public var host: String
+        public init(host: String) { self.host = host }
+    }
+
+    public struct Restart: Sendable, Equatable, Codable {
         public var host: String
         public init(host: String) { self.host = host }
     }

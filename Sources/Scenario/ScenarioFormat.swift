@@ -203,24 +203,9 @@ public enum ScenarioFormat {
     ])
 
     static let onHost = FormatType.anyOf([hostName, .object(FormatObject("a host", [FormatKey("on", hostName, required: true, "the host"), timeout]))])
-    static let check = FormatType.choice(Verifiers.names)
 
-    /// Every step kind and the shape of its value.
-    public static let steps: [FormatKind] = [
-        FormatKind(name: "boot", value: onHost, help: "start the guest on a host"),
-        FormatKind(name: "restart", value: onHost, help: "destroy the guest where it runs and boot it on a host"),
-        FormatKind(name: "migrate", value: .object(migrate), help: "a live migration"),
-        FormatKind(name: "verify", value: .anyOf([check, .list(check), .object(FormatObject("`verify`",
-            Verifiers.all.map { FormatKey($0.name, .boolean, $0.summary) } + [timeout]))]), help: "checks where the guest runs"),
-        FormatKind(name: "repeat", value: .object(FormatObject("`repeat`", [
-            FormatKey("times", .integer(1...10_000), required: true, "how many times"),
-            FormatKey("steps", .steps, required: true, "the steps repeated")])), help: "repeat steps"),
-    ] + FaultKinds.steps.map { kind in
-        // `host-flr: vf` is `host-flr: {device: vf}`: a plain value is the first key's.
-        let keys = kind.stepKeys ?? []
-        return FormatKind(name: kind.name, value: .anyOf([keys[0].type, .object(FormatObject("`\(kind.name)`", keys))]),
-                          help: kind.summary + " (a step: where the guest runs)")
-    }
+    /// Every step kind and the shape of its value: from the registry.
+    public static let steps: [FormatKind] = StepKinds.all.map { FormatKind(name: $0.name, value: $0.format, help: $0.summary) }
 
     public static let scenario = FormatObject("the scenario", [
         FormatKey("version", .integer(ScenarioParser.readableVersions), "the format version (1 or 2; default 2)"),

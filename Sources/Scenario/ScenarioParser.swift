@@ -139,7 +139,7 @@ struct NodeReader: YAMLNodeReading {
     /// named at its place.
     mutating func checkVersion1(_ steps: [Step], version: Node) {
         for step in steps {
-            guard case let .migrate(m) = step.action else { continue }
+            guard let m = step.action(as: Step.Migrate.self) else { continue }
             let at = step.location ?? location(version)
             if m.expect != nil {
                 diagnostics.append(Diagnostic(location: at, message: "a `migrate` step's own `expect` is format v2: write `version: 2` at \(location(version))"))
@@ -270,168 +270,39 @@ struct NodeReader: YAMLNodeReading {
         return seq.compactMap { step($0) }
     }
 
-    static let stepKinds = ScenarioFormat.steps.names
     static let faultKinds = ScenarioFormat.faults.names
 
+    /// One step: its kind from the registry (`StepKinds`), read by that kind.
     mutating func step(_ node: Node) -> Step? {
+        let known = StepKinds.names.joined(separator: ", ")
         guard let map = node.mapping, map.count == 1, let (k, v) = map.first.map({ ($0.key, $0.value) }) else {
-            error(node, "a step is a mapping with one key, the step kind (\(Self.stepKinds.joined(separator: ", "))); found \(describe(node))")
+            error(node, "a step is a mapping with one key, the step kind (\(known)); found \(describe(node))")
             return nil
         }
-        guard let kind = k.scalar?.string, Self.stepKinds.contains(kind) else {
-            error(k, "unknown step kind \(describe(k)); known: \(Self.stepKinds.joined(separator: ", "))")
+        guard let name = k.scalar?.string, let kind = StepKinds.named(name) else {
+            error(k, "unknown step kind \(describe(k)); known: \(known)")
             return nil
         }
-        let loc = location(k)
-        switch kind {
-        case "boot":
-            // `boot: a` or `boot: {on: a, timeout_s: 120}`
-            if case .scalar = v { return host(v, key: "boot").map { Step(.boot(.init(host: $0)), location: loc) } }
-            guard let m = mapping(v, format: ScenarioFormat.steps.object("boot")) else { return nil }
-            guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
-            return Step(.boot(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
-        case "restart":
-            // `restart: b` or `restart: {on: b, timeout_s: 120}`
-            if case .scalar = v { return host(v, key: "restart").map { Step(.restart(.init(host: $0)), location: loc) } }
-            guard let m = mapping(v, format: ScenarioFormat.steps.object("restart")) else { return nil }
-            guard let h = m["on"].flatMap({ host($0, key: "on") }) else { return nil }
-            return Step(.restart(.init(host: h)), timeoutSeconds: timeout(m), location: loc)
-        case "migrate":
-            guard let m = mapping(v, format: ScenarioFormat.migrate) else { return nil }
-            let from = m["from"].flatMap { host($0, key: "from") }
-            let to = m["to"].flatMap { host($0, key: "to") }
-            var mig = Step.Migrate(from: from ?? "", to: to ?? "")
-            if let b = m["bandwidth_mib_s"] { mig.bandwidthMiBps = int(b, key: "bandwidth_mib_s", range: 0...1_000_000) }
-            if let d = m["max_downtime_ms"] { mig.maxDowntimeMs = int(d, key: "max_downtime_ms", range: 1...3_600_000) }
-            if let s = m["suspend"] { mig.suspend = bool(s, key: "suspend") ?? false }
-            if let r = m["reuse_mdevs_after_failure"] { mig.reuseMdevsAfterFailure = bool(r, key: "reuse_mdevs_after_failure") ?? false }
-            if let f = m["faults"] { mig.faults = faultList(f) }
-            // The step's own expectation: `outcome` (default completed), `error`,
-            // `failure_detected_within_s`, `guest` (where it is right after this migration).
-            if let e = m["expect"], let em = mapping(e, format: ScenarioFormat.migrationExpectation) {
-                var ex = MigrationExpectation()
-                migrationExpectation(em, outcomeKey: "outcome", into: &ex)
-                mig.expect = ex
-            }
-            if let c = m["corrupt_stream"], let cm = mapping(c, format: ScenarioFormat.corruptStream) {
-                mig.corruptStream = cm["mode"].flatMap { choice($0, key: "mode", as: StreamCorruption.self) }
-                if let e = cm["every_mib"], let n = int(e, key: "every_mib", range: 1...100_000) { mig.corruptEveryMiB = n }
-            }
-            if let d = m["destination"], let dm = mapping(d, format: ScenarioFormat.destination) {
-                if let cm = dm["change_model"], let c = mapping(cm, format: ScenarioFormat.destination.object("change_model")),
-                   let dev = c["device"].flatMap({ device($0, key: "device") }),
-                   let model = c["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) {
-                    if deviceModels[dev]?.isNetwork == true && model.isNetwork {
-                        mig.destinationChange = .changeModel(device: dev, model: model)
-                    } else {
-                        error(cm, "`change_model` swaps one NIC model for another (virtio-net, e1000e); `\(dev)` is \(deviceModels[dev]?.rawValue ?? "?") and the new model \(model.rawValue)")
-                    }
-                }
-                if let r = dm["remove_device"], let dev = device(r, key: "remove_device") {
-                    if deviceModels[dev]?.isNetwork == true { mig.destinationChange = .removeDevice(dev) } else {
-                        error(r, "`remove_device` removes a NIC from the destination's definition; `\(dev)` is a \(deviceModels[dev]?.rawValue ?? "?")")
-                    }
-                }
-                if let cm = dm["mdev_type"], let c = mapping(cm, format: ScenarioFormat.destination.object("mdev_type")),
-                   let dev = c["device"].flatMap({ string($0, key: "device") }), let type = c["type"].flatMap({ string($0, key: "type") }) {
-                    if let r = passthroughByName[dev], r.kind == .mdev {
-                        if r.mdevType == type {
-                            error(cm, "`mdev_type` gives the destination another mdev type than the source's; `\(dev)` already is \(type)")
-                        } else {
-                            mig.destinationChange = .mdevType(device: dev, type: type)
-                        }
-                    } else {
-                        error(cm, "`mdev_type` names a passthrough device of kind mdev; the guest's are \(passthroughByName.filter { $0.value.kind == .mdev }.keys.sorted().map { "`\($0)`" }.joined(separator: ", "))")
-                    }
-                }
-                if dm.isEmpty { error(d, "`destination` names a change: `change_model: {device, model}`, `remove_device: NAME` or `mdev_type: {device, type}`") }
-            }
-            if let f = from, let t = to, f == t { error(v, "`migrate` needs two different hosts; from and to are both `\(f)`") }
-            guard from != nil, to != nil else { return nil }
-            return Step(.migrate(mig), timeoutSeconds: timeout(m), location: loc)
-        case "verify":
-            // `verify: [memory, console]`, `verify: memory` or `verify: {memory: true, console: false}`
-            var checks: [String] = []
-            var stepTimeout: Double?
-            let names: [Node]
-            let known = Verifiers.names.map { "`\($0)`" }.joined(separator: ", ")
-            switch v {
-            case .scalar: names = [v]
-            case let .sequence(s): names = Array(s)
-            default:
-                guard let m = mapping(v, format: ScenarioFormat.steps.object("verify")) else { return nil }
-                for name in Verifiers.names where m[name].flatMap({ bool($0, key: name) }) == true { checks.append(name) }
-                stepTimeout = timeout(m)
-                names = []
-            }
-            for n in names {
-                if let name = n.scalar?.string, Verifiers.named(name) != nil { checks.append(name) } else {
-                    error(n, "`verify` checks \(known); found \(describe(n))")
-                }
-            }
-            if checks.isEmpty { error(v, "`verify` checks nothing; name \(known)") }
-            let ver = Step.Verify(checks: checks)
-            return Step(.verify(ver), timeoutSeconds: stepTimeout, location: loc)
-        case "repeat":
-            guard let m = mapping(v, format: ScenarioFormat.steps.object("repeat")) else { return nil }
-            let times = m["times"].flatMap { int($0, key: "times", range: 1...10_000) }
-            let inner = m["steps"].map { stepList($0, context: "`repeat.steps`") } ?? []
-            guard let times else { return nil }
-            return Step(.repeat(.init(times: times, steps: inner)), location: loc)
-        default:
-            // A fault kind used as a step (the registry's kinds with a step form).
-            guard let faultKind = FaultKinds.named(kind), let keys = faultKind.stepKeys else {
-                // A kind in ScenarioFormat.steps that nothing reads: a miglab bug, said so.
-                error(k, "miglab cannot read step kind `\(kind)` yet (it is in the format but has no reader); please report it")
-                return nil
-            }
-            // A plain value is the first key's: `host-flr: vf`.
-            let value: Node = if case .scalar = v { .mapping(Node.Mapping([(Node(keys[0].name), v)])) } else { v }
-            guard let m = mapping(value, context: "`\(kind)`", format: ScenarioFormat.steps.object(kind), requireKeys: false) else { return nil }
-            var fields = FaultFields(reader: self, values: m, node: v, isStep: true, kind: kind)
-            let action = faultKind.read(&fields)
-            diagnostics = fields.reader.diagnostics
-            return action.map { Step(.inject($0), timeoutSeconds: timeout(m), location: loc) }
-        }
+        var fields = StepFields(reader: self, value: v)
+        let action = kind.read(&fields)
+        self = fields.reader
+        return action.map { Step($0, timeoutSeconds: fields.timeoutSeconds, location: location(k)) }
     }
 
     mutating func timeout(_ m: [String: Node]) -> Double? {
         m["timeout_s"].flatMap { double($0, key: "timeout_s", range: 0.1...86_400) }
     }
 
-    /// Checks that the steps make sense in order: boot before anything else, a migration
-    /// starts where the guest is.
+    /// Checks that the steps make sense in order (each kind's `follow`): boot before anything
+    /// else, a migration starts where the guest is.
     mutating func checkFlow(_ scenario: Scenario, root: Node) {
         var at: String?
         for step in scenario.flattenedSteps {
             let loc = step.location ?? location(root)
-            func flowError(_ msg: String) {
+            step.action.follow(guestOn: &at, in: scenario) { msg in
                 if !diagnostics.contains(where: { $0.location == loc && $0.message == msg }) {
                     diagnostics.append(Diagnostic(location: loc, message: msg))
                 }
-            }
-            switch step.action {
-            case let .boot(b):
-                if let h = at { flowError("`boot` on \(b.host), but the guest already runs on \(h)") }
-                at = b.host
-            case let .restart(b):
-                if at == nil { flowError("`restart` before `boot`: boot the guest first") }
-                at = b.host
-            case let .migrate(m):
-                guard let h = at else { flowError("`migrate` before `boot`: boot the guest first"); continue }
-                if h != m.from { flowError("`migrate` from \(m.from), but the guest is on \(h) at this point") }
-                // After a failed or aborted migration the guest is still on the source.
-                if scenario.expectation(for: m).outcome == .completed { at = m.to }
-            case .verify:
-                if at == nil { flowError("`verify` before `boot`: boot the guest first") }
-                if case let .verify(v) = step.action {
-                    for kind in Verifiers.all where v.runs(kind) {
-                        if let why = kind.refusal(in: scenario) { flowError(why) }
-                    }
-                }
-            case .repeat: break
-            case .inject:
-                if at == nil { flowError("`\(step.kind)` before `boot`: boot the guest first") }
             }
         }
     }
@@ -447,14 +318,11 @@ struct NodeReader: YAMLNodeReading {
     mutating func checkMdevTypeChanges(_ steps: [Step]) {
         var arrivals: [String: Int] = [:]   // host -> boots and migrations that bring the guest there
         for s in steps {
-            switch s.action {
-            case let .boot(b), let .restart(b): arrivals[b.host, default: 0] += 1
-            case let .migrate(m): arrivals[m.to, default: 0] += 1
-            default: break
-            }
+            // The host a boot, restart or migration brings the guest to: the last it names.
+            if s.action.repetition == nil, let to = s.action.hosts.last { arrivals[to, default: 0] += 1 }
         }
         for s in steps {
-            guard case let .migrate(m) = s.action, case let .mdevType(device, type)? = m.destinationChange,
+            guard let m = s.action(as: Step.Migrate.self), case let .mdevType(device, type)? = m.destinationChange,
                   arrivals[m.to, default: 0] > 1 else { continue }
             diagnostics.append(Diagnostic(location: s.location ?? SourceLocation(file: file, line: 0, column: 0),
                                           message: "`mdev_type` makes `\(device)` a \(type) on host `\(m.to)` for the whole scenario, so the guest may come to `\(m.to)` by this migration only; use a host no other step boots on or migrates to"))

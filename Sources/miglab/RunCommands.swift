@@ -208,7 +208,7 @@ struct RunCommand: AsyncParsableCommand {
         let result = RunResult(journal: try Journal.read(path: controller.journal.path))
         try writeReports(result, dir: dir, json: json, junit: junit)
         print(result.text())
-        if result.outcome == "interrupted" { throw ExitCode(ExitStatus.interrupted) }
+        if result.outcome == .interrupted { throw ExitCode(ExitStatus.interrupted) }
         if !passed { throw ExitCode(ExitStatus.failed) }
     }
 }
@@ -243,6 +243,6 @@ struct ReportCommand: ParsableCommand {
         }
         try writeReports(result, dir: directory, json: json, junit: junit)
         print(result.text())
-        if result.outcome != "passed" { throw ExitCode(ExitStatus.failed) }
+        if result.outcome != .passed { throw ExitCode(ExitStatus.failed) }
     }
 }

@@ -22,15 +22,15 @@ struct RunResultTests {
         s.downtimeMs = 50
         s.dataTotalBytes = 1 << 28
         s.memoryIterations = 3
-        return MigrationRecord(from: from, to: to, outcome: "completed", stats: s, wallSeconds: Double(ms) / 1000 + 0.2)
+        return MigrationRecord(from: from, to: to, outcome: .completed, stats: s, wallSeconds: Double(ms) / 1000 + 0.2)
     }
 
     var passedRun: [JournalEvent] {
         [
             JournalEvent(kind: .runStarted),
             ev(.scenarioStarted, 0) { $0.file = "scenarios/smoke.yaml" },
-            ev(.phase, 1) { $0.phase = "lab_setup"; $0.durationSeconds = 1 },
-            ev(.stepFinished, 7) { $0.phase = "boot"; $0.durationSeconds = 6 },
+            ev(.phase, 1) { $0.phase = .labSetup; $0.durationSeconds = 1 },
+            ev(.stepFinished, 7) { $0.phase = .boot; $0.durationSeconds = 6 },
             ev(.migrationFinished, 8) { $0.migration = migration("a", "b", ms: 800) },
             ev(.verification, 9) {
                 var v = VerificationRecord(kind: "memory", verdict: .pass)
@@ -38,22 +38,22 @@ struct RunResultTests {
                 v.badPages = 0
                 $0.verification = v
             },
-            ev(.stepFinished, 9) { $0.phase = "verification"; $0.durationSeconds = 0.5 },
+            ev(.stepFinished, 9) { $0.phase = .verification; $0.durationSeconds = 0.5 },
             ev(.scenarioFinished, 10) {
-                $0.outcome = "passed"
+                $0.outcome = .passed
                 $0.durationSeconds = 10
                 $0.expectations = [ExpectationRecord(what: "memory", expected: "intact", observed: "intact")]
             },
-            ev(.runFinished, 10) { $0.outcome = "passed"; $0.scenario = nil },
+            ev(.runFinished, 10) { $0.outcome = .passed; $0.scenario = nil },
         ]
     }
 
     @Test func resultFromJournal() throws {
         let r = RunResult(journal: passedRun)
-        #expect(r.outcome == "passed")
+        #expect(r.outcome == .passed)
         #expect(r.scenarios.count == 1)
         let s = r.scenarios[0]
-        #expect(s.outcome == "passed")
+        #expect(s.outcome == .passed)
         #expect(s.migrations.count == 1)
         #expect(s.migrations[0].stats.timeElapsedMs == 800)
         #expect(s.verifications.first?.pagesChecked == 16384)
@@ -79,8 +79,8 @@ struct RunResultTests {
         // The runner died after the first migration: no scenario_finished, no run_finished.
         let events = Array(passedRun.prefix(5))
         let r = RunResult(journal: events)
-        #expect(r.outcome == "incomplete")
-        #expect(r.scenarios[0].outcome == "incomplete")
+        #expect(r.outcome == .incomplete)
+        #expect(r.scenarios[0].outcome == .incomplete)
         #expect(r.scenarios[0].migrations.count == 1)
         #expect(r.scenarios[0].durationSeconds == 8)
         #expect(r.junit().contains("<error"))
@@ -89,10 +89,10 @@ struct RunResultTests {
     @Test func failedExpectationShowsInJUnit() {
         var events = passedRun
         events[5].verification?.verdict = .fail
-        events[7].outcome = "failed"
-        events[8].outcome = "failed"
+        events[7].outcome = .failed
+        events[8].outcome = .failed
         let r = RunResult(journal: events)
-        #expect(r.outcome == "failed")
+        #expect(r.outcome == .failed)
         let x = r.junit()
         #expect(x.contains("<failure message=\"memory: expected intact, observed corrupted\""))
         #expect(x.contains("tests=\"1\" failures=\"1\" errors=\"0\""))
@@ -100,8 +100,8 @@ struct RunResultTests {
 
     @Test func junitEscapesGuestText() throws {
         var events = passedRun
-        events.insert(ev(.error, 9.5) { $0.outcome = "error"; $0.message = "console <said> \"hi\" & \u{1}bye" }, at: 7)
-        events[8].outcome = "error"
+        events.insert(ev(.error, 9.5) { $0.outcome = .error; $0.message = "console <said> \"hi\" & \u{1}bye" }, at: 7)
+        events[8].outcome = .error
         let x = RunResult(journal: events).junit()
         #expect(x.contains("console &lt;said&gt; &quot;hi&quot; &amp; ?bye"))
         // Well-formed XML.
@@ -114,24 +114,24 @@ struct RunResultTests {
         var failedCheck = passedRun
         failedCheck[5].verification?.verdict = .fail
         let f = RunResult(journal: failedCheck)
-        #expect(f.scenarios[0].outcome == "failed" && f.outcome == "failed")
+        #expect(f.scenarios[0].outcome == .failed && f.outcome == .failed)
         #expect(f.scenarios[0].message?.hasPrefix("the journal's scenario_finished says passed, its events say failed") == true)
 
         var labError = passedRun
-        labError.insert(ev(.error, 9.5) { $0.outcome = "error"; $0.message = "cannot connect" }, at: 7)
-        #expect(RunResult(journal: labError).scenarios[0].outcome == "error")
+        labError.insert(ev(.error, 9.5) { $0.outcome = .error; $0.message = "cannot connect" }, at: 7)
+        #expect(RunResult(journal: labError).scenarios[0].outcome == .error)
 
         var judged = passedRun
         judged.insert(ev(.expectation, 8.5) {
             $0.expectations = [ExpectationRecord(what: "migration #1 (a -> b)", expected: "completed", observed: "failed", step: 1)]
         }, at: 5)
         let j = RunResult(journal: judged)
-        #expect(j.scenarios[0].outcome == "failed")
+        #expect(j.scenarios[0].outcome == .failed)
         #expect(j.scenarios[0].expectations.map(\.what) == ["migration #1 (a -> b)", "memory"])
 
         // Nothing checked: no expectation at all.
         let nothing = passedRun.filter { $0.kind != .verification }
-        #expect(RunResult(journal: nothing).scenarios[0].outcome == "failed")
+        #expect(RunResult(journal: nothing).scenarios[0].outcome == .failed)
     }
 
     /// A run that died is an error testcase of its own in JUnit, never an all-zero suite; a
@@ -158,7 +158,7 @@ struct RunResultTests {
     }
 
     @Test func emptyJournalIsNotAPass() {
-        #expect(RunResult(journal: []).outcome == "incomplete")
+        #expect(RunResult(journal: []).outcome == .incomplete)
     }
 }
 
@@ -224,11 +224,41 @@ struct PhaseFiguresTests {
         final.memoryProcessedBytes = 300
         final.vfioDataBytes = 96
         var e2 = JournalEvent(kind: .migrationFinished, scenario: "s")
-        e2.migration = MigrationRecord(from: "a", to: "b", outcome: "completed", stats: final, wallSeconds: 1)
+        e2.migration = MigrationRecord(from: "a", to: "b", outcome: .completed, stats: final, wallSeconds: 1)
         let r = RunResult(journal: [JournalEvent(kind: .runStarted), JournalEvent(kind: .scenarioStarted, scenario: "s"), e1, e2])
         let phases = r.scenarios[0].migrations[0].phases
         #expect(phases.last == PhaseFigures(phase: .stopCopy, ramBytes: 200, vfioBytes: 72))
         #expect(r.text().contains("VFIO device 96 bytes"))
         #expect(r.text().contains("stop_copy ? ms: RAM 200, VFIO 72 bytes"))
+    }
+}
+
+/// Outcomes and phases in the journal are typed: a value miglab does not know is an error
+/// that names the line; the `pass`/`fail` of older journals' verification events still reads.
+struct TypedJournalValueTests {
+    func journal(_ lines: [String]) throws -> String {
+        let path = NSTemporaryDirectory() + "miglab-typed-\(UInt32.random(in: 0...UInt32.max)).jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func anUnknownOutcomeNamesItsLine() throws {
+        let path = try journal([#"{"seq":1,"t":0,"wallclock":"","kind":"run_started"}"#,
+                                #"{"seq":2,"t":1,"wallclock":"","kind":"run_finished","outcome":"greenish"}"#])
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect { try Journal.read(path: path) } throws: { "\($0)".contains("\(path):2:") && "\($0)".contains("unknown outcome `greenish`") }
+    }
+
+    @Test func anUnknownPhaseIsRefused() throws {
+        let path = try journal([#"{"seq":1,"t":0,"wallclock":"","kind":"phase","phase":"coffee"}"#])
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect { try Journal.read(path: path) } throws: { "\($0)".contains("\(path):1:") }
+    }
+
+    @Test func olderVerificationOutcomesStillRead() throws {
+        let path = try journal([#"{"seq":1,"t":0,"wallclock":"","kind":"verification","outcome":"pass"}"#,
+                                #"{"seq":2,"t":0,"wallclock":"","kind":"verification","outcome":"fail"}"#])
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try Journal.read(path: path).map(\.outcome) == [.passed, .failed])
     }
 }

@@ -188,14 +188,14 @@ struct GuestReportLineTests {
 
 /// Each migration is held to its own expectation, and every record names its step.
 struct MigrationJudgementTests {
-    func record(_ outcome: String, code: Int32? = nil, message: String? = nil) -> MigrationRecord {
+    func record(_ outcome: Expectations.MigrationOutcome, code: Int32? = nil, message: String? = nil) -> MigrationRecord {
         MigrationRecord(from: "a", to: "b", outcome: outcome, stats: MigrationStats(), wallSeconds: 1, errorCode: code, errorMessage: message)
     }
 
     @Test func anAbortedMigrationMeetsItsExpectation() {
         let j = MigrationJudgement(step: 1, expectation: MigrationExpectation(outcome: .aborted, errorCodes: [78], errorMessage: "canceled",
                                                                              failureDetectedWithinSeconds: 5, guestOn: .source, guestState: .running),
-                                   record: record("aborted", code: 78, message: "operation aborted: migration out job: canceled by client"),
+                                   record: record(.aborted, code: 78, message: "operation aborted: migration out job: canceled by client"),
                                    detectionMs: 800, guestAfter: ("a", "running"))
         let r = j.records(number: 1)
         #expect(r.count == 6)
@@ -206,11 +206,11 @@ struct MigrationJudgementTests {
         let ex = MigrationExpectation(outcome: .aborted, errorCodes: [78], errorMessage: "canceled", failureDetectedWithinSeconds: 5,
                                       guestOn: .source, guestState: .running)
         // It completed: the outcome, the error and the detection all fail; the guest moved.
-        let completed = MigrationJudgement(step: 3, expectation: ex, record: record("completed"), detectionMs: nil, guestAfter: ("b", "paused"))
+        let completed = MigrationJudgement(step: 3, expectation: ex, record: record(.completed), detectionMs: nil, guestAfter: ("b", "paused"))
         #expect(completed.records(number: 2).map(\.verdict.rawValue) == ["fail", "fail", "fail", "fail", "fail", "fail"])
         #expect(completed.records(number: 2).first?.what == "migration #2 (a -> b)")
         // It failed otherwise, too slowly.
-        let other = MigrationJudgement(step: 3, expectation: ex, record: record("aborted", code: 1, message: "load of migration failed"),
+        let other = MigrationJudgement(step: 3, expectation: ex, record: record(.aborted, code: 1, message: "load of migration failed"),
                                        detectionMs: 9000, guestAfter: ("a", "running"))
         #expect(other.records(number: 1).map(\.verdict.rawValue) == ["pass", "fail", "fail", "fail", "pass", "pass"])
     }
@@ -225,5 +225,14 @@ struct VerifierRegistryTests {
         }
         #expect(Verifiers.names == ["memory", "console", "devices"])
         #expect(Set(ScenarioFormat.steps.object("verify").allowed) == Set(Verifiers.names + ["timeout_s"]))
+    }
+}
+
+/// Every registered step kind has the runner's body, on the same type.
+struct StepRegistryBodyTests {
+    @Test func everyStepKindRuns() {
+        for kind in StepKinds.all {
+            #expect(kind is any RunnableStep.Type, "step kind \(kind.name) has no body in the runner")
+        }
     }
 }

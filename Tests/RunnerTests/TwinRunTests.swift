@@ -45,7 +45,7 @@ struct TwinRun {
           - verify: [memory, console]
         """)
         #expect(r.passed, "\(r.scenario)")
-        #expect(r.scenario.migrations.map(\.outcome) == ["completed"])
+        #expect(r.scenario.migrations.map(\.outcome) == [.completed])
         let memory = try #require(r.scenario.verifications.first { $0.kind == "memory" })
         #expect(memory.verdict == .pass && memory.pagesChecked == 256, "\(memory)")
         #expect(memory.host == "b")
@@ -65,7 +65,7 @@ struct TwinRun {
           - verify: memory
         """, script: script)
         #expect(!r.passed)
-        #expect(r.scenario.outcome == "failed")
+        #expect(r.scenario.outcome == .failed)
         let memory = try #require(r.scenario.verifications.first { $0.kind == "memory" })
         #expect(memory.verdict == .fail && memory.badPages == 3, "\(memory)")
         #expect(r.expectation("memory")?.verdict == .fail)
@@ -95,7 +95,7 @@ struct TwinRun {
         let fault = try #require(r.scenario.faults.first { $0.kind == "abort" })
         #expect((fault.stats?.memoryIterations ?? 0) >= 4)
         #expect(fault.result == "ok")
-        #expect(r.scenario.migrations.map(\.outcome) == ["aborted", "completed"])
+        #expect(r.scenario.migrations.map(\.outcome) == [.aborted, .completed])
         #expect(r.scenario.migrations[0].error?.code == 78)
         let judged = r.scenario.expectations.filter { $0.what.hasPrefix("migration #") }
         #expect(judged.contains { $0.what == "migration #1 (a -> b)" && $0.expected == "aborted" && $0.step == 1 && $0.verdict == .pass })

@@ -37,10 +37,10 @@ import Testing
                 - host-flr: {device: vf, side: destination, at: {iteration: 2}}
                 - host-device-reset: {device: vf}
         """)
-        #expect(s.flattenedSteps[1].action == .inject(HostFLR(device: "vf")))
-        #expect(s.flattenedSteps[2].action == .inject(HostDeviceReset(device: "vf")))
+        #expect(s.flattenedSteps[1].action.isEqual(to: FaultStep(HostFLR(device: "vf"))))
+        #expect(s.flattenedSteps[2].action.isEqual(to: FaultStep(HostDeviceReset(device: "vf"))))
         #expect(s.flattenedSteps[2].timeoutSeconds == 30)
-        guard case let .migrate(m) = s.flattenedSteps[3].action else { Issue.record("migrate"); return }
+        guard let m = s.flattenedSteps[3].action(as: Step.Migrate.self) else { Issue.record("migrate"); return }
         #expect(m.faults[0].action.isEqual(to: HostFLR(device: "vf", side: .destination)))
         #expect(m.faults[1].action.isEqual(to: HostDeviceReset(device: "vf", side: .source)))
         #expect(m.faults.map(\.kind) == ["host-flr", "host-device-reset"])
@@ -105,10 +105,10 @@ import Testing
           - migrate: {from: a, to: b, faults: [{guest-flr: {device: "vf[1]", mode: bound, loop: true}}]}
         """, file: "g.yaml")
         let actions = s.flattenedSteps.map(\.action)
-        #expect(actions[1] == .inject(GuestFLR(device: "vf[0]", mode: .rebind, repetitions: .times(2))))
-        #expect(actions[2] == .inject(GuestDeviceReset(device: "vf[1]", method: .rebind, repetitions: .times(1))))
-        #expect(actions[3] == .inject(GuestDeviceReset(device: "tty[0]", method: .pci, repetitions: .times(1))))
-        guard case let .migrate(m) = actions[4] else { Issue.record("migrate"); return }
+        #expect(actions[1].isEqual(to: FaultStep(GuestFLR(device: "vf[0]", mode: .rebind, repetitions: .times(2)))))
+        #expect(actions[2].isEqual(to: FaultStep(GuestDeviceReset(device: "vf[1]", method: .rebind, repetitions: .times(1)))))
+        #expect(actions[3].isEqual(to: FaultStep(GuestDeviceReset(device: "tty[0]", method: .pci, repetitions: .times(1)))))
+        guard let m = actions[4] as? Step.Migrate else { Issue.record("migrate"); return }
         #expect(m.faults.first?.action.isEqual(to: GuestFLR(device: "vf[1]", mode: .bound, repetitions: .untilStopped)) == true)
     }
 

@@ -86,7 +86,7 @@ import Testing
           - boot: a
           - migrate: {from: a, to: b, destination: {mdev_type: {device: tty, type: mtty-1}}}
         """)
-        guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migration"); return }
+        guard let m = s.steps[1].action(as: Step.Migrate.self) else { Issue.record("not a migration"); return }
         #expect(m.destinationChange == .mdevType(device: "tty", type: "mtty-1"))
     }
 

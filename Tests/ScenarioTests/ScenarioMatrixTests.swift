@@ -30,7 +30,7 @@ import Testing
         #expect(s.map(\.name) == ["bm[bandwidth=20,model=virtio-net]", "bm[bandwidth=100,model=virtio-net]", "bm[bandwidth=100,model=e1000e]"])
         #expect(s.map { $0.guest.devices.first?.model } == [.virtioNet, .virtioNet, .e1000e])
         // A number stays a number where it is used.
-        let bandwidths: [Int?] = s.map { if case let .migrate(m) = $0.steps[1].action { m.bandwidthMiBps } else { nil } }
+        let bandwidths: [Int?] = s.map { if let m = $0.steps[1].action(as: Step.Migrate.self) { m.bandwidthMiBps } else { nil } }
         #expect(bandwidths == [20, 100, 100])
         #expect(s[2].description == "e1000e at 100")
         // A file with a matrix is not one scenario.

@@ -40,10 +40,10 @@ struct ScenarioParserTests {
           - restart: b
         expect: {migrations: aborted, host_kernel: crashes}
         """)
-        #expect(s.steps[2].action == .restart(.init(host: "b")) && s.steps[2].kind == "restart")
+        #expect(s.steps[2].action.isEqual(to: Step.Restart(host: "b")) && s.steps[2].kind == "restart")
         #expect(diagnostics("name: r\nsteps: [{restart: b}]").map(\.description).contains { $0.contains("`restart` before `boot`") })
         #expect(s.expect.hostKernel == .crashes)
-        guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migration"); return }
+        guard let m = s.steps[1].action(as: Step.Migrate.self) else { Issue.record("not a migration"); return }
         #expect(m.reuseMdevsAfterFailure)
         let d = diagnostics("""
         name: c
@@ -67,11 +67,11 @@ struct ScenarioParserTests {
         expect: {migrations: completed, memory: intact, console: clean}
         """)
         #expect(s.guest == GuestSpec(memoryMiB: 512, vcpus: 1, workloadMiB: 128))
-        guard case let .migrate(m) = s.steps[1].action else { Issue.record("not a migrate step"); return }
+        guard let m = s.steps[1].action(as: Step.Migrate.self) else { Issue.record("not a migrate step"); return }
         #expect(m == Step.Migrate(from: "a", to: "b", bandwidthMiBps: 100, maxDowntimeMs: 500, suspend: true))
         #expect(s.steps[1].timeoutSeconds == 60)
         #expect(s.steps[1].location?.line == 6)
-        guard case let .verify(v) = s.steps[2].action else { Issue.record("not a verify step"); return }
+        guard let v = s.steps[2].action(as: Step.Verify.self) else { Issue.record("not a verify step"); return }
         #expect(v.memory && !v.console)
     }
 
@@ -205,7 +205,7 @@ struct FaultSyntaxTests {
                 - set-max-downtime: {max_downtime_ms: 900, at: {remaining_below_mib: 12.5}}
         expect: {migrations: failed, error: {code: [1, 9], message: "Unable to .*"}, guest: {on: source, state: running}}
         """, file: "f.yaml")
-        guard case let .migrate(m) = s.steps[2].action else { Issue.record("no migrate"); return }
+        guard let m = s.steps[2].action(as: Step.Migrate.self) else { Issue.record("no migrate"); return }
         #expect(m.corruptStream == .flipEvery && m.corruptEveryMiB == 4)
         #expect(m.destinationChange == .changeModel(device: "nic1", model: .virtioNet))
         #expect(m.faults.map(\.kind) == ["abort", "network-partition", "guest-device-reset", "set-max-downtime"])

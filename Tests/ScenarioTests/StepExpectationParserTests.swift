@@ -25,7 +25,7 @@ import Testing
               - migrate: {from: a, to: b}
               - verify: [memory, console]
             """)
-        guard case let .migrate(first) = s.steps[1].action, case let .migrate(second) = s.steps[2].action else {
+        guard let first = s.steps[1].action(as: Step.Migrate.self), let second = s.steps[2].action(as: Step.Migrate.self) else {
             Issue.record("not two migrations")
             return
         }
@@ -37,7 +37,7 @@ import Testing
 
     @Test func theScenarioExpectationIsTheDefaultOfEveryMigration() throws {
         let s = try parse("  - migrate: {from: a, to: b}", expect: "expect: {migrations: failed, error: {code: 1}}")
-        guard case let .migrate(m) = s.steps[1].action else { return }
+        guard let m = s.steps[1].action(as: Step.Migrate.self) else { return }
         #expect(s.expectation(for: m) == MigrationExpectation(outcome: .failed, errorCodes: [1]))
     }
 
