@@ -285,11 +285,16 @@ extension LabFile {
         do {
             root = try Yams.compose(yaml: text)
         } catch {
-            throw LabFileErrors(diagnostics: [reader.yamlDiagnostic(error)])
+            throw LabFileErrors(diagnostics: [reader.yamlDiagnostic(error, text: text)])
         }
         guard let root else {
             throw LabFileErrors(diagnostics: [Diagnostic(location: SourceLocation(file: file, line: 1, column: 1),
                                                          message: "the lab file is empty; it needs `hosts`")])
+        }
+        // Aliases of aliases can stand for billions of values; a lab file has a few hundred.
+        if expandedNodeCount(root, limit: ScenarioParser.maxNodes) > ScenarioParser.maxNodes {
+            throw LabFileErrors(diagnostics: [Diagnostic(location: SourceLocation(file: file, line: 1, column: 1),
+                message: "the lab file stands for more than \(ScenarioParser.maxNodes) YAML values once its aliases (`*name`) are expanded; write the hosts out")])
         }
         let lab = reader.labFile(root)
         guard let lab, reader.diagnostics.isEmpty else { throw LabFileErrors(diagnostics: reader.diagnostics) }

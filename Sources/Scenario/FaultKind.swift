@@ -25,6 +25,9 @@ public protocol FaultKind: Sendable, CustomStringConvertible {
     var needs: Set<HostCapability> { get }
     /// The side whose host it acts on, for the journal (the guest's faults: the source).
     var actsOn: MigrationSide { get }
+    /// Once it fired, the migration cannot complete (a killed QEMU, an abort): a step that
+    /// expects `completed` with it is refused. nil: the migration may still complete.
+    var endsMigration: Bool { get }
     /// Acts on the lab; what it did, and how it is undone.
     func fire(_ target: any FaultTarget) async throws -> FaultEffect
     /// Equality with another kind's value (false across kinds).
@@ -35,6 +38,7 @@ extension FaultKind {
     public static var stepKeys: [FormatKey]? { nil }
     public var needs: Set<HostCapability> { [] }
     public var actsOn: MigrationSide { .source }
+    public var endsMigration: Bool { false }
     public var kind: String { Self.name }
 }
 

@@ -153,9 +153,11 @@ public enum ScenarioFormat {
 
     public static let trigger = FormatObject("`at`", [
         FormatKey("after_ms", .integer(0...86_400_000), "milliseconds after the migration started"),
-        FormatKey("iteration", .integer(1...1_000_000), "when libvirt reports this memory iteration"),
-        FormatKey("remaining_below_mib", .number(0...1_000_000), "when the data still to send falls below this"),
-        FormatKey("remaining_below_fraction", .number(0...1), "when the data still to send falls below this fraction"),
+        // A migration that needs more than 1000 passes never converges (the runner's deadline
+        // ends it first), and nothing remains below 0: such triggers could never fire.
+        FormatKey("iteration", .integer(1...1000), "when libvirt reports this memory iteration"),
+        FormatKey("remaining_below_mib", .number(0.001...1_000_000), "when the data still to send falls below this"),
+        FormatKey("remaining_below_fraction", .number(0.001...1), "when the data still to send falls below this fraction"),
     ], exactlyOne: true)
 
     /// Every fault kind, with the keys it takes besides `at` and `every_ms`: from the registry.

@@ -15,6 +15,12 @@ public struct Diagnostic: Error, Sendable, Equatable, CustomStringConvertible {
 /// All problems of one file; parsing goes on after the first so that a user sees them all.
 public struct ScenarioErrors: Error, Sendable, CustomStringConvertible {
     public var diagnostics: [Diagnostic]
+
+    /// The same problem found twice at one place (an alias read in several places) is said once.
+    public init(diagnostics: [Diagnostic]) {
+        var seen = Set<String>()
+        self.diagnostics = diagnostics.filter { seen.insert($0.description).inserted }
+    }
     public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
 }
 
@@ -59,6 +65,10 @@ public struct ScenarioParser {
         return try scenarios(text, file: path)
     }
 
+    /// At most this many YAML values (aliases expanded) in one file; the largest library file
+    /// has a few hundred.
+    public static let maxNodes = 50_000
+
     /// At most this many steps, repeats unrolled, in all the scenarios of one file.
     public static let maxStepsPerFile = 20_000
 
@@ -74,7 +84,11 @@ public struct ScenarioParser {
         } catch let e as ScenarioErrors {
             throw e
         } catch {
-            throw ScenarioErrors(diagnostics: [reader.yamlDiagnostic(error)])
+            throw ScenarioErrors(diagnostics: [reader.yamlDiagnostic(error, text: text)])
+        }
+        if expandedNodeCount(root, limit: Self.maxNodes) > Self.maxNodes {
+            throw ScenarioErrors(diagnostics: [Diagnostic(location: SourceLocation(file: file, line: 1, column: 1),
+                message: "the file stands for more than \(Self.maxNodes) YAML values once its aliases (`*name`) are expanded; write repetition with `repeat: {times: N}`, not aliases of aliases")])
         }
         guard let matrixNode = root.mapping?["matrix"] else {
             if let exclude = root.mapping?["exclude"] {
@@ -186,7 +200,13 @@ struct NodeReader: YAMLNodeReading {
         var guest = GuestSpec()
         if let g = m["guest"], let gm = mapping(g, format: ScenarioFormat.guest) {
             if let d = gm["devices"] { guest.devices = devices(d) }
-            if let p = gm["passthrough"] { guest.passthrough = passthrough(p) }
+            if let p = gm["passthrough"] {
+                guest.passthrough = passthrough(p)
+                // Steps name devices by name: one name is one device.
+                for r in guest.passthrough where guest.devices.contains(where: { $0.name == r.name }) {
+                    error(p, "`\(r.name)` names both an emulated device and a passthrough device; give each its own name")
+                }
+            }
             if let v = gm["memory_mib"], let n = int(v, key: "memory_mib", range: 64...65536) { guest.memoryMiB = n }
             if let v = gm["vcpus"], let n = int(v, key: "vcpus", range: 1...64) { guest.vcpus = n }
             if let v = gm["workload_mib"], let n = int(v, key: "workload_mib", range: 0...65536) { guest.workloadMiB = n }
@@ -231,6 +251,7 @@ struct NodeReader: YAMLNodeReading {
             return nil
         }
         checkFlow(scenario, root: m["steps"] ?? root)
+        if let e = m["expect"]?.mapping { checkExpectationsAreChecked(scenario, expect: e) }
         if formatVersion == 1, let v = m["version"] { checkVersion1(scenario.flattenedSteps, version: v) }
         return name == nil ? nil : scenario
     }
@@ -304,6 +325,23 @@ struct NodeReader: YAMLNodeReading {
                     diagnostics.append(Diagnostic(location: loc, message: msg))
                 }
             }
+        }
+    }
+
+    /// An expectation no step checks would pass unchecked: `expect.memory` needs a step that
+    /// verifies memory (or a migration expected to fail, after which the source's memory is
+    /// checked), `expect.console` and `expect.devices` a step that verifies them.
+    mutating func checkExpectationsAreChecked(_ scenario: Scenario, expect: Node.Mapping) {
+        let steps = scenario.flattenedSteps
+        let verifies = steps.compactMap { $0.action(as: Step.Verify.self) }
+        let failingMigration = steps.contains { s in
+            s.action(as: Step.Migrate.self).map { scenario.expectation(for: $0).outcome != .completed } ?? false
+        }
+        for (k, _) in expect {
+            guard let name = k.scalar?.string, let kind = Verifiers.named(name) else { continue }
+            if verifies.contains(where: { $0.runs(kind) }) { continue }
+            if kind == MemoryCheck.self && failingMigration && scenario.guest.workloadMiB > 0 { continue }
+            error(k, "`expect.\(name)` is checked by `verify: \(name)`, which no step runs; add that step or remove `\(name)`")
         }
     }
 
@@ -458,10 +496,17 @@ struct NodeReader: YAMLNodeReading {
             error(node, "`at` takes exactly one condition: after_ms, iteration, remaining_below_mib or remaining_below_fraction")
             return nil
         }
-        if let v = m["after_ms"] { return int(v, key: "after_ms", range: 0...86_400_000).map { .afterMs($0) } }
-        if let v = m["iteration"] { return int(v, key: "iteration", range: 1...1_000_000).map { .iteration($0) } }
-        if let v = m["remaining_below_mib"] { return double(v, key: "remaining_below_mib", range: 0...1_000_000).map { .remainingBelowMiB($0) } }
-        if let v = m["remaining_below_fraction"] { return double(v, key: "remaining_below_fraction", range: 0...1).map { .remainingBelowFraction($0) } }
+        // The ranges are the format's (ScenarioFormat.trigger), written once.
+        for key in ScenarioFormat.trigger.keys {
+            guard let v = m[key.name] else { continue }
+            switch (key.name, key.type) {
+            case let ("after_ms", .integer(r)): return int(v, key: key.name, range: r).map { .afterMs($0) }
+            case let ("iteration", .integer(r)): return int(v, key: key.name, range: r).map { .iteration($0) }
+            case let ("remaining_below_mib", .number(r)): return double(v, key: key.name, range: r).map { .remainingBelowMiB($0) }
+            case let ("remaining_below_fraction", .number(r)): return double(v, key: key.name, range: r).map { .remainingBelowFraction($0) }
+            default: break
+            }
+        }
         return nil
     }
 }

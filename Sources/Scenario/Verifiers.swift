@@ -59,4 +59,8 @@ public enum DeviceCheck: VerifierKind {
     public static let summary = "the device checks: identity, driver, PCI state, a functional check"
     public static let observed = (pass: "working", fail: "broken")
     public static func expected(in expect: Expectations) -> String { expect.devices.rawValue }
+    public static func refusal(in scenario: Scenario) -> String? {
+        scenario.guest.devices.isEmpty && scenario.guest.passthrough.isEmpty
+            ? "`verify: devices` needs a device; the guest has none (`guest.devices` and `guest.passthrough` are empty)" : nil
+    }
 }

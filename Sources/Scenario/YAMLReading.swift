@@ -18,9 +18,17 @@ extension YAMLNodeReading {
         diagnostics.append(Diagnostic(location: location(node), message: message))
     }
 
-    public func yamlDiagnostic(_ error: Error) -> Diagnostic {
+    /// A diagnostic for what Yams refused, in one line at the place it names. `text` is the
+    /// file's text, to find a duplicated key's second place (Yams names the first).
+    public func yamlDiagnostic(_ error: Error, text: String = "") -> Diagnostic {
         if let y = error as? YamlError {
             switch y {
+            case let .duplicatedKeysInMapping(duplicates, context):
+                let key = duplicates.first ?? "?"
+                let first = "\(context.mark.line):\(context.mark.column)"
+                let at = Self.secondOccurrence(of: key, after: context.mark, in: text) ?? (context.mark.line, context.mark.column)
+                return Diagnostic(location: SourceLocation(file: file, line: at.line, column: at.column),
+                                  message: "key `\(Self.visible(key))` appears twice in one mapping (first at \(first)); remove one of them")
             case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
                 let ctx = context.map { "\($0.text) " } ?? ""
                 return Diagnostic(location: SourceLocation(file: file, line: mark.line, column: mark.column),
@@ -32,6 +40,39 @@ extension YAMLNodeReading {
             }
         }
         return Diagnostic(location: SourceLocation(file: file, line: 1, column: 1), message: "YAML: \(error)")
+    }
+
+    /// Where key `key` is written again after its first place `mark` (a block key starts its
+    /// line at the first one's column; a flow key follows `{` or `,`). nil when not found.
+    static func secondOccurrence(of key: String, after mark: Mark, in text: String) -> (line: Int, column: Int)? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard mark.line >= 1, mark.line <= lines.count else { return nil }
+        let k = Array(key)
+        guard !k.isEmpty else { return nil }
+        let delimiters: Set<Character> = ["{", ",", "-"]
+        let quotes: Set<Character> = [" ", "\"", "'"]
+        for (i, line) in lines.enumerated().dropFirst(mark.line - 1) {
+            let chars = Array(line)
+            var col = i == mark.line - 1 ? mark.column : 0
+            while col + k.count <= chars.count {
+                defer { col += 1 }
+                guard Array(chars[col..<(col + k.count)]) == k else { continue }
+                let before: Character? = chars[..<col].last { !quotes.contains($0) }
+                let after: Character? = chars[(col + k.count)...].first { !quotes.contains($0) }
+                guard after == ":" else { continue }
+                if before == nil || delimiters.contains(before!) { return (i + 1, col + 1) }
+            }
+        }
+        return nil
+    }
+
+    /// Text from a file as it can be shown on one line: control characters as `\u{..}`, at most 200 characters.
+    static func visible(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars.prefix(200) {
+            out += (u.value < 0x20 || (0x7F...0x9F).contains(u.value)) ? "\\u{\(String(u.value, radix: 16))}" : String(u)
+        }
+        return s.unicodeScalars.count > 200 ? out + "..." : out
     }
 
     /// The mapping's entries after checking that it is a mapping with only `allowed` keys and
@@ -85,8 +126,9 @@ extension YAMLNodeReading {
     }
 
     public mutating func int(_ node: Node, key: String, range: ClosedRange<Int>) -> Int? {
-        guard case .scalar = node, let v = node.int else {
-            error(node, "`\(key)` must be a whole number; found \(describe(node))")
+        guard case let .scalar(s) = node, s.style == .plain || s.style == .any, let v = CoreNumber.int(s.string) else {
+            let plain = node.scalar.map { $0.style == .plain || $0.style == .any } ?? false
+            error(node, "`\(key)` must be a whole number in decimal; " + (plain && node.int != nil ? CoreNumber.why(node.scalar?.string ?? "") : "found \(describe(node))"))
             return nil
         }
         guard range.contains(v) else {
@@ -97,8 +139,9 @@ extension YAMLNodeReading {
     }
 
     public mutating func double(_ node: Node, key: String, range: ClosedRange<Double>) -> Double? {
-        guard case .scalar = node, let v = node.float ?? node.int.map(Double.init) else {
-            error(node, "`\(key)` must be a number; found \(describe(node))")
+        guard case let .scalar(s) = node, s.style == .plain || s.style == .any, let v = CoreNumber.double(s.string) else {
+            let plain = node.scalar.map { $0.style == .plain || $0.style == .any } ?? false
+            error(node, "`\(key)` must be a decimal number; " + (plain && (node.float ?? node.int.map(Double.init)) != nil ? CoreNumber.why(node.scalar?.string ?? "") : "found \(describe(node))"))
             return nil
         }
         guard range.contains(v) else {
@@ -109,11 +152,12 @@ extension YAMLNodeReading {
     }
 
     public mutating func bool(_ node: Node, key: String) -> Bool? {
-        guard case .scalar = node, let v = node.bool else {
+        // YAML 1.2 core: true and false (YAML 1.1's yes, no, on, off mean text to other tools).
+        guard case let .scalar(s) = node, s.style == .plain || s.style == .any, ["true", "True", "TRUE", "false", "False", "FALSE"].contains(s.string) else {
             error(node, "`\(key)` must be true or false; found \(describe(node))")
             return nil
         }
-        return v
+        return s.string.lowercased() == "true"
     }
 
     public mutating func choice<T: RawRepresentable & CaseIterable>(_ node: Node, key: String, as: T.Type) -> T? where T.RawValue == String {
@@ -123,6 +167,48 @@ extension YAMLNodeReading {
             return nil
         }
         return v
+    }
+}
+
+/// How many nodes `node` has with every alias expanded, counted up to `limit + 1` only: seven
+/// lines of anchors and aliases can stand for billions of nodes, and every walk over the tree
+/// (the readers') pays for each. A file above the limit is refused before anything walks it.
+public func expandedNodeCount(_ node: Node, limit: Int) -> Int {
+    var count = 0
+    var stack = [node]
+    while let n = stack.popLast() {
+        count += 1
+        if count > limit { return count }
+        switch n {
+        case let .mapping(m): for (k, v) in m { stack.append(k); stack.append(v) }
+        case let .sequence(s): stack.append(contentsOf: s)
+        case .scalar, .alias: break
+        }
+    }
+    return count
+}
+
+/// YAML 1.2 core schema numbers (what every YAML 1.2 reader agrees on). YAML 1.1 forms that
+/// Yams also reads (`010` octal, `4:16` base 60, `0b1000000`, `1_000`) mean other numbers to
+/// other tools, so they are refused rather than guessed.
+enum CoreNumber {
+    static func int(_ text: String) -> Int? {
+        guard text.wholeMatch(of: #/[-+]?(0|[1-9][0-9]*)/#) != nil else { return nil }
+        return Int(text.hasPrefix("+") ? String(text.dropFirst()) : text)
+    }
+
+    static func double(_ text: String) -> Double? {
+        guard text.wholeMatch(of: #/[-+]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?/#) != nil else { return nil }
+        return Double(text).flatMap { $0.isFinite ? $0 : nil }
+    }
+
+    /// Why `text` is not a core number, when it is a YAML 1.1 form.
+    static func why(_ text: String) -> String {
+        if text.contains(":") { return "`\(text)` is a YAML 1.1 base-60 number" }
+        if text.contains("_") { return "`\(text)` has `_` (a YAML 1.1 digit separator)" }
+        if text.lowercased().hasPrefix("0b") || text.lowercased().hasPrefix("0x") || text.lowercased().hasPrefix("0o") { return "`\(text)` is not a decimal number" }
+        if text.wholeMatch(of: #/[-+]?0[0-9]+(\.[0-9]*)?/#) != nil { return "`\(text)` has a leading zero (YAML 1.1 reads it as octal)" }
+        return "found `\(text)`"
     }
 }
 

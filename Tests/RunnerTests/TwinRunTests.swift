@@ -115,7 +115,7 @@ struct TwinRun {
         \(Self.guest)
         steps:
           - boot: a
-          - migrate: {from: a, to: b, faults: [{abort: {at: {after_ms: 100}}}]}
+          - migrate: {from: a, to: b, faults: [{network-partition: {at: {after_ms: 100}}}]}
           - migrate: {from: b, to: a}
         """, script: script)
         #expect(!r.passed)
@@ -219,10 +219,10 @@ struct TwinRun {
         \(Self.guest)
         steps:
           - boot: a
-          - migrate: {from: a, to: b, faults: [{kill-qemu: {at: {iteration: 1000000}}}]}
+          - migrate: {from: a, to: b, faults: [{network-partition: {at: {iteration: 1000}}}]}
         """)
         #expect(!never.passed)
-        let record = try #require(never.expectation("migration #1 (a -> b): fault `kill-qemu` happened"))
+        let record = try #require(never.expectation("migration #1 (a -> b): fault `network-partition` happened"))
         #expect(record.verdict == .fail && record.observed.hasPrefix("never fired"), "\(record)")
         #expect(never.expectation("migration #1 (a -> b)")?.verdict == .pass)   // the migration itself completed
 
@@ -234,7 +234,7 @@ struct TwinRun {
         \(Self.guest)
         steps:
           - boot: a
-          - migrate: {from: a, to: b, faults: [{abort: {side: destination}}]}
+          - migrate: {from: a, to: b, faults: [{abort: {side: destination}}], expect: {outcome: aborted}}
         """, script: script)
         #expect(!failed.passed)
         let abort = try #require(failed.expectation("migration #1 (a -> b): fault `abort` happened"))

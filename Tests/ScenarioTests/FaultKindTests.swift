@@ -53,7 +53,7 @@ struct FaultRegistryTests {
         name: n
         steps:
           - boot: a
-          - migrate: {from: a, to: b, faults: [{kill-qemu: }, {network-partition: {mode: loss}}]}
+          - migrate: {from: a, to: b, faults: [{kill-qemu: }, {network-partition: {mode: loss}}], expect: {outcome: failed}}
         """, file: "n.yaml")
         #expect(s.hostNeeds == [.processControl, .linkControl])
         #expect(!s.resetsDevicesFromTheGuest)

@@ -11,6 +11,8 @@ public struct AbortMigration: FaultKind, Equatable {
 
     public var actsOn: MigrationSide { side }
 
+    public var endsMigration: Bool { true }
+
     public func fire(_ target: any FaultTarget) async throws -> FaultEffect {
         try await target.abortMigration(on: side)
         return FaultEffect("ok", cancelledMigration: true)

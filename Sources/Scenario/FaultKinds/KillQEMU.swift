@@ -13,6 +13,9 @@ public struct KillQEMU: FaultKind, Equatable {
 
     public var actsOn: MigrationSide { side }
 
+    /// Either side's QEMU gone ends the migration: it fails.
+    public var endsMigration: Bool { true }
+
     public func fire(_ target: any FaultTarget) async throws -> FaultEffect {
         FaultEffect("killed QEMU pid \(try await target.killQEMU(on: side))")
     }

@@ -33,16 +33,29 @@ extension Step.Migrate: StepKind {
             if let e = cm["every_mib"], let n = r.int(e, key: "every_mib", range: 1...100_000) { mig.corruptEveryMiB = n }
         }
         if let d = m["destination"] { mig.destinationChange = r.destinationChange(d) }
+        // A fault timed after the step's deadline can never fire: the runner aborts the
+        // migration at the deadline.
+        let deadline = f.timeoutSeconds ?? defaultTimeoutSeconds
+        for fault in mig.faults {
+            if case let .afterMs(ms) = fault.trigger, Double(ms) >= deadline * 1000 {
+                r.diagnostics.append(Diagnostic(location: fault.location ?? r.location(f.value),
+                    message: "`\(fault.kind)` fires \(ms) ms after the migration started, but the step's deadline is \(deadline) s: it could never fire; fire it earlier or raise `timeout_s`"))
+            }
+        }
         if let a = from, let b = to, a == b { r.error(f.value, "`migrate` needs two different hosts; from and to are both `\(a)`") }
         guard from != nil, to != nil else { return nil }
         return mig
     }
 
     public func follow(guestOn: inout String?, in scenario: Scenario, problem: (String) -> Void) {
+        let outcome = scenario.expectation(for: self).outcome
+        if outcome == .completed, let f = faults.first(where: { $0.action.endsMigration }) {
+            problem("`\(f.kind)` ends the migration, so it cannot complete as expected: expect `outcome: \(f.kind == AbortMigration.name ? "aborted" : "failed")` in the step's `expect` (or the scenario's `expect.migrations`)")
+        }
         guard let h = guestOn else { return problem("`migrate` before `boot`: boot the guest first") }
         if h != from { problem("`migrate` from \(from), but the guest is on \(h) at this point") }
         // After a failed or aborted migration the guest is still on the source.
-        if scenario.expectation(for: self).outcome == .completed { guestOn = to }
+        if outcome == .completed { guestOn = to }
     }
 
     public var hosts: [String] { [from, to] }
@@ -78,7 +91,9 @@ extension NodeReader {
         if let cm = dm["change_model"], let c = mapping(cm, format: ScenarioFormat.destination.object("change_model")),
            let dev = c["device"].flatMap({ device($0, key: "device") }),
            let model = c["model"].flatMap({ choice($0, key: "model", as: GuestDevice.Model.self) }) {
-            if deviceModels[dev]?.isNetwork == true && model.isNetwork {
+            if deviceModels[dev] == model {
+                error(cm, "`change_model` gives `\(dev)` the model it already has (\(model.rawValue)); name another NIC model")
+            } else if deviceModels[dev]?.isNetwork == true && model.isNetwork {
                 change = .changeModel(device: dev, model: model)
             } else {
                 error(cm, "`change_model` swaps one NIC model for another (virtio-net, e1000e); `\(dev)` is \(deviceModels[dev]?.rawValue ?? "?") and the new model \(model.rawValue)")
