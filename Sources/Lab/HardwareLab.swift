@@ -24,6 +24,7 @@ public struct HardwareLab: Sendable {
                             trouble: (@Sendable () -> [String])? = nil) async throws -> HardwareLabEnvironment {
         var hosts: [String: LabHost] = [:]
         var parts: [String] = []
+        var machines: [String: String] = [:]   // libvirt host UUID -> the first host that has it
         for h in file.hosts {
             let connection: Connection
             do {
@@ -31,6 +32,15 @@ public struct HardwareLab: Sendable {
             } catch {
                 throw LabFileErrors(diagnostics: [Diagnostic(location: h.location ?? SourceLocation(file: file.file, line: 0, column: 0),
                                                              message: "cannot connect to host `\(h.name)` at \(h.uri): \(error); is its libvirt daemon running and reachable?")])
+            }
+            // Two names for one machine would hand the same devices to both "hosts" and migrate
+            // a guest onto itself.
+            if let uuid = try? connection.hostUUID() {
+                if let other = machines[uuid] {
+                    throw LabFileErrors(diagnostics: [Diagnostic(location: h.location ?? SourceLocation(file: file.file, line: 0, column: 0),
+                        message: "hosts `\(other)` and `\(h.name)` are the same machine (libvirt host UUID \(uuid)): a migration needs two; point `\(h.name)` at another machine (two daemons on one machine need their own `host_uuid` in libvirtd.conf)")])
+                }
+                machines[uuid] = h.name
             }
             let qemu = (try? connection.hypervisorVersion()).map { "QEMU \($0.major).\($0.minor).\($0.micro)" } ?? "QEMU ?"
             parts.append("\(h.name): \(h.uri), \(qemu), \(h.accelerator == .kvm ? "KVM" : "TCG")")

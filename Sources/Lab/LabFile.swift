@@ -74,6 +74,14 @@ public struct LabFile: Sendable, Equatable {
     public subscript(host name: String) -> Host? { hosts.first { $0.name == name } }
 
     /// An IPv4 or IPv6 address in its textual form (`inet_pton`).
+    /// The URI schemes of libvirt's QEMU driver, local and remote, and its test driver.
+    public static let uriSchemes = ["qemu", "qemu+ssh", "qemu+libssh", "qemu+libssh2", "qemu+tcp", "qemu+tls", "qemu+unix", "qemu+ext", "test"]
+
+    /// A DNS host name (RFC 1123 labels).
+    public static func isHostName(_ s: String) -> Bool {
+        s.count <= 253 && s.wholeMatch(of: #/([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*/#) != nil
+    }
+
     public static func isIPAddress(_ s: String) -> Bool {
         var v4 = in_addr(), v6 = in6_addr()
         return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
@@ -332,6 +340,16 @@ struct LabFileReader: YAMLNodeReading {
         return s
     }
 
+    /// A device or type name for sysfs and libvirt: letters, digits, `_`, `.`, `:` and `-`.
+    mutating func name(_ node: Node, key: String, what: String) -> String? {
+        guard let s = string(node, key: key) else { return nil }
+        guard s.wholeMatch(of: #/[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}/#) != nil else {
+            error(node, "`\(key)` must be \(what) (letters, digits, `_`, `.`, `:`, `-`); found `\(Self.visible(s))`")
+            return nil
+        }
+        return s
+    }
+
     // MARK: the format
 
     mutating func labFile(_ root: Node) -> LabFile? {
@@ -350,6 +368,14 @@ struct LabFileReader: YAMLNodeReading {
                 if map.count == 0 { error(h, "`hosts` is empty; name at least one host (two to migrate)") }
             } else {
                 error(h, "`hosts` must be a mapping from host name to host, like `a: {uri: qemu+ssh://node1/system, ...}`; found \(describe(h))")
+            }
+        }
+        // One machine under two names would get the same devices twice and a guest migrated
+        // onto itself (at run time libvirt's host UUIDs are compared as well).
+        for (i, h) in hosts.enumerated() {
+            if let other = hosts[..<i].first(where: { $0.uri == h.uri && !h.uri.hasPrefix("test:") }) {
+                diagnostics.append(Diagnostic(location: h.location ?? SourceLocation(file: file, line: 0, column: 0),
+                                              message: "hosts `\(other.name)` and `\(h.name)` have the same `uri` (\(h.uri)): a migration needs two machines"))
             }
         }
         var lab = LabFile(hosts: hosts, lockDirectory: locks, file: file)
@@ -412,7 +438,14 @@ struct LabFileReader: YAMLNodeReading {
         }
         let uri = m["uri"].flatMap { uriValue($0, key: "uri") }
         let peer = m["peer_uri"].flatMap { uriValue($0, key: "peer_uri") }
-        let migrationAddress = m["migration_address"].flatMap { string($0, key: "migration_address") }
+        let migrationAddress = m["migration_address"].flatMap { node -> String? in
+            guard let s = string(node, key: "migration_address") else { return nil }
+            guard LabFile.isIPAddress(s) || LabFile.isHostName(s) else {
+                error(node, "`migration_address` is an IP address or a host name of the host, like 10.0.0.1 or node1.lab; found `\(Self.visible(s))`")
+                return nil
+            }
+            return s
+        }
         let sysfs = m["sysfs_root"].flatMap { path($0, key: "sysfs_root") }
         var pools: [LabFile.Pool] = []
         if let p = m["pools"] {
@@ -498,8 +531,9 @@ struct LabFileReader: YAMLNodeReading {
 
     mutating func uriValue(_ node: Node, key: String) -> String? {
         guard let s = string(node, key: key) else { return nil }
-        guard let c = URLComponents(string: s), let scheme = c.scheme, !scheme.isEmpty else {
-            error(node, "`\(key)` must be a libvirt URI like qemu+ssh://root@node1/system or qemu:///system; found `\(s)`")
+        guard !s.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }),
+              let c = URLComponents(string: s), let scheme = c.scheme, LabFile.uriSchemes.contains(scheme) else {
+            error(node, "`\(key)` must be a libvirt URI of QEMU (\(LabFile.uriSchemes.joined(separator: ", ")) with no spaces or control characters) like qemu+ssh://root@node1/system or qemu:///system; found `\(Self.visible(s))`")
             return nil
         }
         return s
@@ -547,8 +581,9 @@ struct LabFileReader: YAMLNodeReading {
             return nil
         }
         guard let m = mapping(node, context: "an mdev type", allowed: ["type", "parent", "instances", "qemu_properties"], required: ["type", "parent"]) else { return nil }
-        let type = m["type"].flatMap { string($0, key: "type") }
-        let parent = m["parent"].flatMap { string($0, key: "parent") }
+        // Names only: they become sysfs paths and libvirt node-device names.
+        let type = m["type"].flatMap { name($0, key: "type", what: "an mdev type name like mtty-2") }
+        let parent = m["parent"].flatMap { name($0, key: "parent", what: "a PCI address like 0000:3b:00.0 or a libvirt node-device name like mtty") }
         let instances = m["instances"].flatMap { int($0, key: "instances", range: 1...256) } ?? 1
         let properties = m["qemu_properties"].map { qemuProperties($0) } ?? []
         guard let type, let parent else { return nil }

@@ -71,6 +71,15 @@ public final class Connection: @unchecked Sendable {
         return String(cString: s)
     }
 
+    /// The host's UUID from `virConnectGetCapabilities` (`<host><uuid>`): the same machine
+    /// reached by two URIs has one. nil when the capabilities say none.
+    public func hostUUID() throws -> String? {
+        let xml = try capabilitiesXML()
+        guard let host = xml.range(of: "<host>"), let open = xml.range(of: "<uuid>", range: host.upperBound..<xml.endIndex),
+              let close = xml.range(of: "</uuid>", range: open.upperBound..<xml.endIndex) else { return nil }
+        return xml[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+    }
+
     /// `virDomainDefineXML`: a persistent domain, not started.
     public func defineDomain(xml: String) throws -> Domain {
         guard let d = virDomainDefineXML(raw, xml) else { throw LibvirtError.last("virDomainDefineXML") }

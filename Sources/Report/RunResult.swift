@@ -243,9 +243,11 @@ extension RunResult {
 
     /// JUnit XML: one testsuite, one testcase per scenario.
     public func junit() -> String {
+        // Guest, device and journal text: XML 1.0 characters only (U+FFFE from a guest's
+        // console would make the file not XML), and bounded.
         func esc(_ s: String) -> String {
             var o = ""
-            for ch in s.unicodeScalars {
+            for ch in s.unicodeScalars.prefix(20_000) {
                 switch ch {
                 case "&": o += "&amp;"
                 case "<": o += "&lt;"
@@ -253,8 +255,7 @@ extension RunResult {
                 case "\"": o += "&quot;"
                 case "'": o += "&apos;"
                 default:
-                    // XML 1.0 forbids most control characters; guest output may contain them.
-                    if ch.value < 0x20 && ch != "\n" && ch != "\t" && ch != "\r" { o += "?" } else { o.unicodeScalars.append(ch) }
+                    if SafeText.isXMLCharacter(ch) { o.unicodeScalars.append(ch) } else { o += "\\u{\(String(ch.value, radix: 16))}" }
                 }
             }
             return o
@@ -332,6 +333,7 @@ extension RunResult {
         }
         let passed = scenarios.filter { $0.outcome == .passed }.count
         out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome.rawValue) in \(String(format: "%.1f", durationSeconds)) s")
-        return out.joined(separator: "\n")
+        // For a terminal: no escape sequence of a guest's or a journal's reaches it raw.
+        return SafeText.lines(out.joined(separator: "\n"), limit: 1_000_000)
     }
 }

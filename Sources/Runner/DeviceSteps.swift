@@ -221,8 +221,11 @@ extension ScenarioExecution {
         // Links come up, and leases arrive, shortly after a driver rebind: wait, with the deadline.
         func attempt(_ args: [String], what: String) async -> (ok: Bool, output: String) {
             let last = Mutex("")
-            let ok = (try? await retry(until: min(deadline, .now + .seconds(20)), what: what, every: .milliseconds(200)) {
-                let s = try await agent.run(Self.guestctl, args, until: .now + .seconds(15))
+            // One window for all attempts; an attempt may use all that is left of it (under TCG
+            // on a loaded machine one run of the tool has taken more than 15 s).
+            let window = min(deadline, .now + .seconds(30))
+            let ok = (try? await retry(until: window, what: what, every: .milliseconds(200)) {
+                let s = try await agent.run(Self.guestctl, args, until: window)
                 let output = s.output.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: "")
                 last.withLock { $0 = output }
                 guard s.exitCode == 0 else { throw RunnerError.step(output) }

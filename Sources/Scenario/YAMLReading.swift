@@ -66,14 +66,8 @@ extension YAMLNodeReading {
         return nil
     }
 
-    /// Text from a file as it can be shown on one line: control characters as `\u{..}`, at most 200 characters.
-    static func visible(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars.prefix(200) {
-            out += (u.value < 0x20 || (0x7F...0x9F).contains(u.value)) ? "\\u{\(String(u.value, radix: 16))}" : String(u)
-        }
-        return s.unicodeScalars.count > 200 ? out + "..." : out
-    }
+    /// Text from a file as it can be shown on one line (`SafeText.line`).
+    public static func visible(_ s: String) -> String { SafeText.line(s) }
 
     /// The mapping's entries after checking that it is a mapping with only `allowed` keys and
     /// every `required` key. Unknown keys are errors (a typo must not be silently ignored).

@@ -35,12 +35,12 @@ struct InventoryCommand: AsyncParsableCommand {
         if let lab, let host {
             let file: LabFile
             do { file = try LabFile.load(path: lab) } catch {
-                FileHandle.standardError.write(Data("\(error)\n".utf8))
-                throw ExitCode(2)
+                printError("\(error)")
+                throw ExitCode(ExitStatus.badInput)
             }
             guard let h = file[host: host] else {
-                FileHandle.standardError.write(Data("\(lab): no host `\(host)`; it has \(file.hosts.map(\.name).joined(separator: ", "))\n".utf8))
-                throw ExitCode(2)
+                printError("\(lab): no host `\(host)`; it has \(file.hosts.map(\.name).joined(separator: ", "))")
+                throw ExitCode(ExitStatus.badInput)
             }
             inventory = try LabHostInventories(probePoolDevices: !noVfioProbe).inventory(of: h)
             let inPools = inventory.devices.compactMap { d -> String? in
@@ -59,6 +59,8 @@ struct InventoryCommand: AsyncParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            // snake_case, like results.json and every other JSON miglab writes.
+            encoder.keyEncodingStrategy = .convertToSnakeCase
             print(String(decoding: try encoder.encode(inventory), as: UTF8.self))
         } else {
             print(inventory.table() + poolNote)

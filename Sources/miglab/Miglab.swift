@@ -12,6 +12,14 @@ struct Miglab: AsyncParsableCommand {
         subcommands: [RunCommand.self, ListCommand.self, ValidateCommand.self, SchemaCommand.self, ReportCommand.self, LabCommand.self, ImageCommand.self, QualifyCommand.self, InventoryCommand.self,
                       StreamProxyCommand.self]
     )
+
+    @Flag(help: "Print miglab's version, the commit it was built from, and the libvirt and QEMU it sees.")
+    var version = false
+
+    mutating func run() async throws {
+        guard version else { throw CleanExit.helpRequest(self) }
+        print(VersionInfo.text())
+    }
 }
 
 /// Logging to stderr; --verbose for debug.

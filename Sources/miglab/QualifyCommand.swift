@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Lab
 import Qualification
+import Scenario
 import VFIO
 
 /// `miglab qualify`: runs the conformance suite of the VFIO migration uAPI, DMA logging and the
@@ -80,16 +81,16 @@ struct QualifyCommand: AsyncParsableCommand {
             do {
                 target = try QualificationTarget.hardware(address: device)
             } catch {
-                FileHandle.standardError.write(Data("miglab qualify: \(error)\n".utf8))
-                throw ExitCode(2)
+                printError("miglab qualify: \(error)")
+                throw ExitCode(ExitStatus.badInput)
             }
         } else {
             target = QualificationTarget.reference(bug: bug.flatMap(SeededBug.init(rawValue:)))
         }
         let checks = only.isEmpty ? QualificationSuite.checks : QualificationSuite.checks.filter { c in only.contains { c.id.hasPrefix($0) } }
         guard !checks.isEmpty else {
-            FileHandle.standardError.write(Data("miglab qualify: no check id starts with \(only.joined(separator: " or ")); --list-checks lists them\n".utf8))
-            throw ExitCode(2)
+            printError("miglab qualify: no check id starts with \(only.joined(separator: " or ")); --list-checks lists them")
+            throw ExitCode(ExitStatus.badInput)
         }
         let report = QualificationRunner.run(checks, on: target)
         print(report.renderTable())
@@ -111,12 +112,12 @@ struct QualifyCommand: AsyncParsableCommand {
             result = try await lab.qualifyMdev(type: mdevType, checks: only)
         } catch {
             if broughtUp { try? await lab.down() }
-            FileHandle.standardError.write(Data("miglab qualify --vfio-host: \(error)\n".utf8))
-            throw ExitCode(2)
+            printError("miglab qualify --vfio-host: \(error)")
+            throw ExitCode(ExitStatus.labError)
         }
         if broughtUp { try? await lab.down() }
         print("mtty mdev \(result.mdevUUID) (\(result.mdevType)) on a virtual VFIO host:")
-        print(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        print(SafeText.lines(result.output.trimmingCharacters(in: .whitespacesAndNewlines)))
         if let json, let data = result.reportJSON {
             try data.write(to: URL(fileURLWithPath: json))
         }
@@ -124,7 +125,7 @@ struct QualifyCommand: AsyncParsableCommand {
             print("FAIL  the host kernel broke while the device was qualified: \(result.kernelTrouble.joined(separator: "; ")) (console: \(lab.consoleLog))")
             throw ExitCode.failure
         }
-        guard let status = result.status else { throw ExitCode(2) }
+        guard let status = result.status else { throw ExitCode(ExitStatus.labError) }
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -10,12 +10,33 @@ import Scenario
 import Glibc
 #endif
 
-/// Exit codes: 0 all scenarios passed, 1 a scenario failed or errored, 2 bad input,
-/// 130 interrupted.
+/// Exit codes, the same for every command (README, "Exit codes"):
+/// 0 passed; 1 a scenario failed (the system under test misbehaved); 2 bad input (a scenario,
+/// lab file, journal or path miglab cannot use); 3 incomplete (the journal ends before the run
+/// did); 4 lab error (the lab could not do its job: boot, connect, prepare a device);
+/// 64 a command-line usage error (ArgumentParser's own); 130 interrupted.
 enum ExitStatus {
     static let failed: Int32 = 1
     static let badInput: Int32 = 2
+    static let incomplete: Int32 = 3
+    static let labError: Int32 = 4
     static let interrupted: Int32 = 130
+
+    /// A run's status from its results: interrupted, then incomplete, then a failed scenario
+    /// (a bug found matters most), then a lab error; 0 only when every scenario passed.
+    static func of(_ result: RunResult) -> Int32 {
+        if result.outcome == .interrupted { return interrupted }
+        if result.outcome == .incomplete || result.scenarios.contains(where: { $0.outcome == .incomplete }) { return incomplete }
+        if result.scenarios.contains(where: { $0.outcome == .failed }) { return failed }
+        if result.scenarios.contains(where: { $0.outcome == .error || $0.outcome == .interrupted }) { return labError }
+        return result.outcome == .passed ? 0 : failed
+    }
+}
+
+/// Writes a message to stderr, made safe for a terminal (`SafeText`): it may quote a guest,
+/// a device or a file.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((SafeText.lines(message) + "\n").utf8))
 }
 
 /// Expands folders to the .yaml/.yml files in them, sorted; files stay as given.
@@ -24,7 +45,8 @@ func scenarioFiles(_ paths: [String]) throws -> [String] {
     for p in paths {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
-            throw ValidationError("\(p): no such file or folder")
+            printError("\(p): no such file or folder")
+            throw ExitCode(ExitStatus.badInput)
         }
         if isDir.boolValue {
             let e = FileManager.default.enumerator(atPath: p)
@@ -49,7 +71,7 @@ func parseScenarios(_ files: [String]) -> [Scenario]? {
             scenarios.append(contentsOf: try ScenarioParser().scenarios(file: f))
         } catch {
             ok = false
-            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            printError("\(error)")
         }
     }
     return ok ? scenarios : nil
@@ -77,7 +99,7 @@ func selectedScenarios(_ paths: [String], _ options: SelectionOptions) throws ->
     guard let scenarios = parseScenarios(files) else { throw ExitCode(ExitStatus.badInput) }
     let chosen = scenarios.filter(selection.selects)
     if chosen.isEmpty {
-        FileHandle.standardError.write(Data("no scenario in \(paths.joined(separator: " ")) matches\(options.tags.map { " --tags \($0)" } ?? "")\(options.names.map { " -k \($0)" }.joined()) (\(scenarios.count) read)\n".utf8))
+        printError("no scenario in \(paths.joined(separator: " ")) matches\(options.tags.map { " --tags \($0)" } ?? "")\(options.names.map { " -k \($0)" }.joined()) (\(scenarios.count) read)")
         throw ExitCode(ExitStatus.badInput)
     }
     return chosen
@@ -113,7 +135,7 @@ struct ValidateCommand: ParsableCommand {
         var labFile: LabFile?
         if let lab {
             do { labFile = try LabFile.load(path: lab) } catch {
-                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                printError("\(error)")
                 throw ExitCode(ExitStatus.badInput)
             }
         }
@@ -123,10 +145,10 @@ struct ValidateCommand: ParsableCommand {
                 let problems = s.unmetNeeds(lab: "lab file \(labFile.file)") { name, c in labFile.offers(host: name).map { $0.contains(c) } }
                 let missing = s.visitedHosts.filter { labFile[host: $0] == nil }
                 if !missing.isEmpty {
-                    FileHandle.standardError.write(Data("\(s.file):1:1: error: the scenario uses host\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which lab file \(labFile.file) does not name\n".utf8))
+                    printError("\(s.file):1:1: error: the scenario uses host\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")), which lab file \(labFile.file) does not name")
                     ok = false
                 }
-                for p in problems { FileHandle.standardError.write(Data("\(p)\n".utf8)) }
+                for p in problems { printError("\(p)") }
                 if !problems.isEmpty || !missing.isEmpty { ok = false; continue }
             }
             print("\(s.file): ok (\(s.name), \(s.flattenedSteps.count) steps)")
@@ -156,14 +178,14 @@ struct RunCommand: AsyncParsableCommand {
         let scenarios = try selectedScenarios(paths, selection)
         if dryRun {
             guard let lab else {
-                FileHandle.standardError.write(Data("--dry-run plans passthrough devices from a lab file: give --lab FILE\n".utf8))
+                printError("--dry-run plans passthrough devices from a lab file: give --lab FILE")
                 throw ExitCode(ExitStatus.badInput)
             }
             do {
                 let labFile = try LabFile.load(path: lab)
                 print(try dryRunPlan(scenarios: scenarios, labFile: labFile, inventories: LabHostInventories(), image: nil))
             } catch {
-                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                printError("\(error)")
                 throw ExitCode(ExitStatus.badInput)
             }
             return
@@ -173,7 +195,7 @@ struct RunCommand: AsyncParsableCommand {
         let dir = artifacts ?? "artifacts/\(stamp.replacingOccurrences(of: ":", with: ""))"
         let provider: LabProvider
         if vfio && lab != nil {
-            FileHandle.standardError.write(Data("--vfio runs on the virtual VFIO hosts, --lab on a lab file's: give one of them\n".utf8))
+            printError("--vfio runs on the virtual VFIO hosts, --lab on a lab file's: give one of them")
             throw ExitCode(ExitStatus.badInput)
         }
         if vfio {
@@ -182,7 +204,7 @@ struct RunCommand: AsyncParsableCommand {
             do {
                 provider = HardwareLabProvider(file: try LabFile.load(path: lab))
             } catch {
-                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                printError("\(error)")
                 throw ExitCode(ExitStatus.badInput)
             }
         } else {
@@ -197,7 +219,7 @@ struct RunCommand: AsyncParsableCommand {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig)
             s.setEventHandler {
-                FileHandle.standardError.write(Data("\nmiglab: signal \(sig): stopping, cleaning up\n".utf8))
+                printError("\nmiglab: signal \(sig): stopping, cleaning up")
                 task.cancel()
             }
             s.resume()
@@ -208,7 +230,9 @@ struct RunCommand: AsyncParsableCommand {
         let result = RunResult(journal: try Journal.read(path: controller.journal.path))
         try writeReports(result, dir: dir, json: json, junit: junit)
         print(result.text())
-        if result.outcome == .interrupted { throw ExitCode(ExitStatus.interrupted) }
+        let status = ExitStatus.of(result)
+        if status != 0 { throw ExitCode(status) }
+        // The runner's own view agrees (both come from the journal); never a green it did not see.
         if !passed { throw ExitCode(ExitStatus.failed) }
     }
 }
@@ -233,16 +257,17 @@ struct ReportCommand: ParsableCommand {
         do {
             events = try Journal.read(path: "\(directory)/journal.jsonl")
         } catch {
-            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            printError("\(error)")
             throw ExitCode(ExitStatus.badInput)
         }
         let result = RunResult(journal: events)
         let unknown = events.filter { $0.kind == .unknown }.count
         if unknown > 0 {
-            FileHandle.standardError.write(Data("warning: \(directory)/journal.jsonl has \(unknown) event(s) of kinds this miglab does not know (a newer miglab's journal?); they are left out of the report\n".utf8))
+            printError("warning: \(directory)/journal.jsonl has \(unknown) event(s) of kinds this miglab does not know (a newer miglab's journal?); they are left out of the report")
         }
         try writeReports(result, dir: directory, json: json, junit: junit)
         print(result.text())
-        if result.outcome != .passed { throw ExitCode(ExitStatus.failed) }
+        let status = ExitStatus.of(result)
+        if status != 0 { throw ExitCode(status) }
     }
 }

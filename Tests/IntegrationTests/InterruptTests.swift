@@ -53,7 +53,7 @@ extension BuiltinLabTests {
         // The run brought the lab up, so it took it down again: nothing runs.
         try expectLabEmpty()
         let report = try Smoke.run(["report", dir])
-        #expect(report.status == 1)
+        #expect(report.status == 130)
         #expect(report.out.contains("run interrupted"))
     }
 
@@ -64,7 +64,7 @@ extension BuiltinLabTests {
         _ = wait(pid)
         // The journal of the killed run still reports; never as a pass.
         let report = try Smoke.run(["report", dir])
-        #expect(report.status == 1)
+        #expect(report.status == 3)
         #expect(report.out.contains("run incomplete"))
         #expect(report.out.contains("INCOMPLETE  smoke"))
         // Its guest, daemons and namespaces are still there; `lab down` removes them all.

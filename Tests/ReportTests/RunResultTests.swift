@@ -100,10 +100,13 @@ struct RunResultTests {
 
     @Test func junitEscapesGuestText() throws {
         var events = passedRun
-        events.insert(ev(.error, 9.5) { $0.outcome = .error; $0.message = "console <said> \"hi\" & \u{1}bye" }, at: 7)
+        events.insert(ev(.error, 9.5) { $0.outcome = .error; $0.message = "console <said> \"hi\" & \u{1}bye \u{FFFE}\u{FFFF}\u{1B}[31m" }, at: 7)
         events[8].outcome = .error
         let x = RunResult(journal: events).junit()
-        #expect(x.contains("console &lt;said&gt; &quot;hi&quot; &amp; ?bye"))
+        // Characters XML 1.0 forbids are shown as escapes, never written raw.
+        #expect(x.contains("console &lt;said&gt; &quot;hi&quot; &amp; \\u{1}bye \\u{fffe}\\u{ffff}\\u{1b}[31m"), "\(x)")
+        // On a terminal no escape sequence reaches it raw.
+        #expect(!RunResult(journal: events).text().unicodeScalars.contains { $0.value == 0x1B || $0.value == 0xFFFE })
         // Well-formed XML.
         _ = try XMLParserCheck.parse(x)
     }
