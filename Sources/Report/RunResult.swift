@@ -261,9 +261,16 @@ extension RunResult {
             return o
         }
         let failures = scenarios.filter { $0.outcome == .failed }.count
-        // A run that did not end (no run_finished: it died) is a testcase in error of its own,
-        // so a CI reading junit.xml never sees an all-green or empty suite for it.
-        let runDied = outcome == .incomplete
+        // A run that did not pass and has no scenario in failure or error to show it (it died:
+        // no run_finished; it was interrupted; it ran no scenario) is a testcase in error of its
+        // own, so a CI reading junit.xml never sees an all-green or empty suite for it.
+        let runProblem: String? = switch outcome {
+        case .passed: nil
+        case .incomplete: "the journal ends before the run finished: the run died or was killed (\(scenarios.count) scenario(s) started)"
+        case .interrupted: "the run was interrupted (Ctrl-C or SIGTERM) after \(scenarios.count) scenario(s)"
+        case .failed, .error: scenarios.isEmpty ? "the run has no scenario: nothing was checked" : "the run did not pass"
+        }
+        let runDied = runProblem != nil && (outcome == .incomplete || scenarios.allSatisfy { $0.outcome == .passed })
         let errors = scenarios.filter { $0.outcome != .passed && $0.outcome != .failed }.count + (runDied ? 1 : 0)
         let tests = scenarios.count + (runDied ? 1 : 0)
         var x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -271,7 +278,7 @@ extension RunResult {
         x += "  <testsuite name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
         if runDied {
             x += "    <testcase classname=\"miglab\" name=\"miglab run\" time=\"\(durationSeconds)\">\n"
-            x += "      <error message=\"the journal ends before the run finished: the run died or was killed (\(scenarios.count) scenario(s) started)\"/>\n"
+            x += "      <error message=\"\(esc(runProblem ?? ""))\"/>\n"
             x += "    </testcase>\n"
         }
         for s in scenarios {
