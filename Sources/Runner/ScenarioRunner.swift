@@ -440,6 +440,7 @@ final class ScenarioExecution: @unchecked Sendable {
         r.guestReportedErrors = (advanced ?? first).errors
 
         guard config.memoryOracleEnabled else {
+            r.badPages = r.guestReportedErrors.map { Int(clamping: $0) }
             r.verdict = advanced != nil && (r.guestReportedErrors ?? 0) == 0 ? .pass : .fail
             r.detail = "memory oracle disabled: only the guest's liveness and its own error count were checked"
             return r
@@ -475,7 +476,9 @@ final class ScenarioExecution: @unchecked Sendable {
         }
         let verdict = MemoryOracle.check(pages: pages, expectedPages: scenario.guest.workloadMiB * 1024 * 1024 / MemoryOracle.pageSize)
         r.pagesChecked = verdict.pagesChecked
-        r.badPages = verdict.badPages
+        // The real count of bad pages, whoever found them: the oracle here, or the workload
+        // itself in the guest (pages it saw damaged and repaired are gone from RAM by now).
+        r.badPages = max(verdict.badPages, Int(clamping: r.guestReportedErrors ?? 0))
         r.firstBadPages = verdict.firstBad.map(\.description)
         var problems: [String] = []
         if !verdict.passed { problems.append("\(verdict.badPages) bad pages") }

@@ -24,13 +24,16 @@ public struct Scenario: Sendable, Equatable {
     /// At most this many steps, repeats unrolled, in one scenario.
     public static let maxSteps = 10_000
 
-    /// How many steps `flattenedSteps` has, counted without unrolling (saturating at Int.max).
+    /// How many steps `flattenedSteps` has (a repeat of nothing counts as one step a round),
+    /// counted without unrolling (saturating at Int.max).
     public var unrolledStepCount: Int {
         func count(_ steps: [Step]) -> Int {
             steps.reduce(0) { total, step in
                 var n = 1
                 if let r = step.action.repetition {
-                    let (p, o) = r.times.multipliedReportingOverflow(by: count(r.steps))
+                    // At least one per round, so that repeats of nothing (an empty `steps:`,
+                    // already an error) still count for the rounds unrolling walks through.
+                    let (p, o) = r.times.multipliedReportingOverflow(by: max(1, count(r.steps)))
                     n = o ? Int.max : p
                 }
                 let (sum, o) = total.addingReportingOverflow(n)

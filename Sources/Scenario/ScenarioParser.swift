@@ -5,9 +5,11 @@ import Yams
 public struct Diagnostic: Error, Sendable, Equatable, CustomStringConvertible {
     public var location: SourceLocation
     public var message: String
+    /// The message is one line of bounded length whatever it quotes from the file (a scalar
+    /// that is the whole file, control characters): `SafeText`.
     public init(location: SourceLocation, message: String) {
         self.location = location
-        self.message = message
+        self.message = SafeText.line(message, limit: 1000)
     }
     public var description: String { "\(location): error: \(message)" }
 }

@@ -104,7 +104,7 @@ extension YAMLNodeReading {
 
     public func describe(_ node: Node) -> String {
         switch node {
-        case .scalar(let s): return s.string.isEmpty ? "an empty value" : "`\(s.string)`"
+        case .scalar(let s): return s.string.isEmpty ? "an empty value" : "`\(SafeText.line(s.string, limit: 80))`"
         case .mapping: return "a mapping"
         case .sequence: return "a list"
         case .alias: return "an alias"

@@ -78,6 +78,7 @@ s("bandwidth-negative", "between 0", scenario(body_steps="steps:\n  - boot: a\n 
 # --- expansion limits
 s("nested-repeat", "the steps unroll to", "name: x\nsteps:\n  - boot: a\n  - repeat: {times: 10000, steps: [{repeat: {times: 10000, steps: [{repeat: {times: 10000, steps: [{verify: memory}]}}]}}]}\n")
 s("repeat-overflow", "unroll to too many steps", "name: x\nsteps:\n  - boot: a\n  - " + "{repeat: {times: 10000, steps: [" * 6 + "{verify: memory}" + "]}}" * 6 + "\n")
+s("nested-repeat-of-nothing", "unroll to", "name: x\nsteps:\n  - boot: a\n  - repeat: {times: 10000, steps: [{repeat: {times: 10000, steps: [{repeat: {times: 10000, steps: []}}]}}]}\n")   # found by InputFuzzTests: unrolling took minutes
 s("repeat-zero", "between 1 and 10000", "name: x\nsteps:\n  - boot: a\n  - repeat: {times: 0, steps: [{verify: memory}]}\n")
 s("repeat-no-steps", "needs the key `steps`", "name: x\nsteps:\n  - boot: a\n  - repeat: {times: 3}\n")
 s("matrix-too-many", "combinations", "version: 2\nname: x\nmatrix: {a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], c: [1,2,3,4,5,6,7,8,9,10]}\n" + STEPS)

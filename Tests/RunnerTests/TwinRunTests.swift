@@ -52,6 +52,30 @@ struct TwinRun {
     }
 
     /// The memory check is not a formality: pages the migration damaged fail it, and the
+    /// A migration that never converges is aborted at its step's deadline and the scenario
+    /// fails (the system under test misbehaved; not a lab error), with the job's last
+    /// statistics and the convergence picture kept.
+    @Test func aMigrationThatNeverConvergesFailsWithItsStatistics() async throws {
+        var script = TwinScript()
+        script.neverConverges = true
+        let r = try await TwinRun.run("""
+        name: twin-never-converges
+        \(Self.guest)
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b, timeout_s: 1}
+          - verify: memory
+        """, script: script)
+        #expect(r.scenario.outcome == .failed, "\(r.scenario)")
+        let m = try #require(r.scenario.migrations.first)
+        #expect(m.outcome == .failed)
+        #expect((m.stats.memoryIterations ?? 0) > 1 && (m.stats.timeElapsedMs ?? 0) > 0 && (m.stats.dataRemainingBytes ?? 0) > 0, "\(m.stats)")
+        let deadline = try #require(r.expectation("migration #1 (a -> b): finished within its deadline"))
+        #expect(deadline.verdict == .fail && deadline.observed.contains("iterations") && deadline.observed.contains("still to send"), "\(deadline)")
+        // The steps after it are skipped: they would start from the wrong place.
+        #expect(r.scenario.verifications.allSatisfy { ($0.detail ?? "").contains("after the failed migration") }, "\(r.scenario.verifications)")
+    }
+
     /// scenario with them.
     @Test func damagedPagesFailTheScenario() async throws {
         var script = TwinScript()
