@@ -268,6 +268,18 @@ public struct DevicePlanner: Sendable {
             var outside: [PCIDevice] = []
             for device in inventory.devices where Self.isAssignable(device) && !(used[host.name]?.contains(device.address) ?? false) {
                 let pools = host.pools(containing: device)
+                // Two pools that name one device could hand it out twice, or with two drivers.
+                if pools.count > 1, !pools.allSatisfy({ $0.allows.contains(.overlap) }) {
+                    throw DevicePlanError(location: pools[1].location ?? r.location,
+                        message: "\(device.address) is in pools \(pools.map { "`\($0.name)`" }.joined(separator: " and ")) of host `\(host.name)`: pools must not overlap; keep it in one pool, or give each of them `allow: [overlap]` in \(lab.file)")
+                }
+                // A physical function with VFs enabled is a NIC that others use through its VFs.
+                if let vfs = device.sriov?.currentVFs, vfs > 0, let pool = pools.first,
+                   !pools.allSatisfy({ $0.allows.contains(.pfWithVFs) }),
+                   Self.matches(r, device: device, driver: Self.driver(device, pool: pool)) {
+                    throw DevicePlanError(location: pool.location ?? r.location,
+                        message: "\(device.address) in pool `\(pool.name)` of host `\(host.name)` is a physical function with \(vfs) VFs enabled\(device.driver.map { " (bound to \($0))" } ?? ""): passing it through takes its VFs from whoever uses them; pool its VFs instead (`vfs_of: \(device.address)`), disable them, or give the pool `allow: [pf_with_vfs]` in \(lab.file)")
+                }
                 if let pool = pools.first(where: { Self.matches(r, device: device, driver: Self.driver(device, pool: $0)) }) {
                     inPools.append((device, pool, Self.driver(device, pool: pool)))
                 } else if pools.isEmpty, Self.matches(r, device: device, driver: Self.driver(device, pool: nil)) {

@@ -208,14 +208,25 @@ public struct LabFile: Sendable, Equatable {
         public var driver: String?
         /// Properties of QEMU's vfio-pci device for these devices (`<qemu:override>`).
         public var qemuProperties: [QEMUDeviceProperty]
+        /// What the lab file allows this pool on purpose (`allow: [overlap, pf_with_vfs]`).
+        public var allows: Set<Allowance> = []
         public var location: SourceLocation?
 
+        /// Risks a pool takes only when its lab file says so.
+        public enum Allowance: String, Sendable, CaseIterable {
+            /// Its devices may also be in another pool of the host (that pool must allow it too).
+            case overlap
+            /// It may hand out a physical function whose VFs are enabled (the VFs go with it).
+            case pfWithVFs = "pf_with_vfs"
+        }
+
         public init(name: String, selector: Selector, driver: String? = nil, qemuProperties: [QEMUDeviceProperty] = [],
-                    location: SourceLocation? = nil) {
+                    allows: Set<Allowance> = [], location: SourceLocation? = nil) {
             self.name = name
             self.selector = selector
             self.driver = driver
             self.qemuProperties = qemuProperties
+            self.allows = allows
             self.location = location
         }
 
@@ -541,7 +552,15 @@ struct LabFileReader: YAMLNodeReading {
 
     mutating func pool(_ node: Node, host: String) -> LabFile.Pool? {
         let selectors = ["addresses", "vfs_of", "vendor_device"]
-        guard let m = mapping(node, context: "a pool of host `\(host)`", allowed: ["name"] + selectors + ["driver", "qemu_properties"], required: ["name"]) else { return nil }
+        guard let m = mapping(node, context: "a pool of host `\(host)`", allowed: ["name"] + selectors + ["driver", "qemu_properties", "allow"], required: ["name"]) else { return nil }
+        var allows: Set<LabFile.Pool.Allowance> = []
+        if let a = m["allow"] {
+            if case let .sequence(seq) = a {
+                for item in seq { if let v = choice(item, key: "allow", as: LabFile.Pool.Allowance.self) { allows.insert(v) } }
+            } else {
+                error(a, "`allow` is a list of what the pool may do on purpose: [\(LabFile.Pool.Allowance.allCases.map(\.rawValue).joined(separator: ", "))]; found \(describe(a))")
+            }
+        }
         let name = m["name"].flatMap { self.name($0, what: "pool name") }
         let given = selectors.filter { m[$0] != nil }
         if given.count != 1 {
@@ -572,7 +591,7 @@ struct LabFileReader: YAMLNodeReading {
         }
         let properties = m["qemu_properties"].map { qemuProperties($0) } ?? []
         guard let name, let selector, given.count == 1 else { return nil }
-        return LabFile.Pool(name: name, selector: selector, driver: driver, qemuProperties: properties, location: location(node))
+        return LabFile.Pool(name: name, selector: selector, driver: driver, qemuProperties: properties, allows: allows, location: location(node))
     }
 
     mutating func mdevPool(_ node: Node) -> LabFile.MdevPool? {

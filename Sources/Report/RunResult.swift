@@ -8,12 +8,15 @@ import Scenario
 public struct RunResult: Codable, Sendable, Equatable {
     /// passed | failed | interrupted | incomplete (the journal has no run_finished).
     public var outcome: ScenarioVerdict.Outcome
+    /// Set when the journal's `run_finished` claims another outcome than its scenarios show
+    /// (the claim is reported, not believed).
+    public var message: String?
     public var startedAt: String?
     public var durationSeconds: Double
     public var scenarios: [ScenarioResult]
 
     enum CodingKeys: String, CodingKey {
-        case outcome, scenarios
+        case outcome, message, scenarios
         case startedAt = "started_at"
         case durationSeconds = "duration_s"
     }
@@ -227,6 +230,9 @@ extension RunResult {
         let finished = end != nil
         let allPassed = !scenarios.isEmpty && scenarios.allSatisfy { $0.outcome == .passed }
         outcome = !finished ? .incomplete : (end?.outcome == .interrupted ? .interrupted : (allPassed ? .passed : .failed))
+        if let claimed = end?.outcome, claimed != JournalEvent.Outcome(outcome) {
+            message = "the journal's run_finished says \(claimed.rawValue), its scenarios say \(outcome.rawValue)"
+        }
         startedAt = events.first?.wallclock
         durationSeconds = (lastT * 1000).rounded() / 1000
         self.scenarios = scenarios
@@ -270,13 +276,13 @@ extension RunResult {
         case .interrupted: "the run was interrupted (Ctrl-C or SIGTERM) after \(scenarios.count) scenario(s)"
         case .failed, .error: scenarios.isEmpty ? "the run has no scenario: nothing was checked" : "the run did not pass"
         }
-        let runDied = runProblem != nil && (outcome == .incomplete || scenarios.allSatisfy { $0.outcome == .passed })
-        let errors = scenarios.filter { $0.outcome != .passed && $0.outcome != .failed }.count + (runDied ? 1 : 0)
-        let tests = scenarios.count + (runDied ? 1 : 0)
+        let runTestcase = runProblem != nil && (outcome == .incomplete || scenarios.allSatisfy { $0.outcome == .passed })
+        let errors = scenarios.filter { $0.outcome != .passed && $0.outcome != .failed }.count + (runTestcase ? 1 : 0)
+        let tests = scenarios.count + (runTestcase ? 1 : 0)
         var x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         x += "<testsuites name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
         x += "  <testsuite name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
-        if runDied {
+        if runTestcase {
             x += "    <testcase classname=\"miglab\" name=\"miglab run\" time=\"\(durationSeconds)\">\n"
             x += "      <error message=\"\(esc(runProblem ?? ""))\"/>\n"
             x += "    </testcase>\n"
@@ -339,7 +345,8 @@ extension RunResult {
                               t.labSetupSeconds, t.bootSeconds, t.migrationSeconds, t.verificationSeconds, t.overheadSeconds, t.overheadFraction * 100))
         }
         let passed = scenarios.filter { $0.outcome == .passed }.count
-        out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome.rawValue) in \(String(format: "%.1f", durationSeconds)) s")
+        out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome.rawValue) in \(String(format: "%.1f", durationSeconds)) s"
+                   + (message.map { " (\($0))" } ?? ""))
         // For a terminal: no escape sequence of a guest's or a journal's reaches it raw.
         return SafeText.lines(out.joined(separator: "\n"), limit: 1_000_000)
     }

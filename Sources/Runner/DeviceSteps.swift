@@ -222,16 +222,24 @@ extension ScenarioExecution {
         func attempt(_ args: [String], what: String) async -> (ok: Bool, output: String) {
             let last = Mutex("")
             // One window for all attempts; an attempt may use all that is left of it (under TCG
-            // on a loaded machine one run of the tool has taken more than 15 s).
+            // on a loaded machine one run of the tool has taken more than 15 s), and each
+            // attempt gets 15 s at least, so that every check runs once to its end even when
+            // the step's deadline is near (a negative control's short `timeout_s`).
             let window = min(deadline, .now + .seconds(30))
-            let ok = (try? await retry(until: window, what: what, every: .milliseconds(200)) {
-                let s = try await agent.run(Self.guestctl, args, until: window)
-                let output = s.output.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: "")
-                last.withLock { $0 = output }
-                guard s.exitCode == 0 else { throw RunnerError.step(output) }
-                return true
-            }) ?? false
-            return (ok, last.withLock { $0 })
+            do {
+                _ = try await retry(until: window, what: what, every: .milliseconds(200)) {
+                    let s = try await agent.run(Self.guestctl, args, until: max(window, .now + .seconds(15)))
+                    let output = s.output.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "MIGLAB-GUESTCTL ", with: "")
+                    last.withLock { $0 = output }
+                    guard s.exitCode == 0 else { throw RunnerError.step(output) }
+                    return true
+                }
+                return (true, last.withLock { $0 })
+            } catch {
+                // No report from the tool at all: say why, never an empty finding.
+                let seen = last.withLock { $0 }
+                return (false, seen.isEmpty ? "no report from the guest (\(error))" : seen)
+            }
         }
         switch check {
         case .lease, .network:

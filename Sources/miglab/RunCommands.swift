@@ -28,8 +28,9 @@ enum ExitStatus {
         if result.outcome == .interrupted { return interrupted }
         if result.outcome == .incomplete || result.scenarios.contains(where: { $0.outcome == .incomplete }) { return incomplete }
         if result.scenarios.contains(where: { $0.outcome == .failed }) { return failed }
-        if result.scenarios.contains(where: { $0.outcome == .error || $0.outcome == .interrupted }) { return labError }
-        return result.outcome == .passed ? 0 : failed
+        // Not passed with no scenario failed: the lab's trouble (a scenario's error, or the
+        // run's own, such as a lab that could not be taken down).
+        return result.outcome == .passed ? 0 : labError
     }
 }
 

@@ -66,6 +66,60 @@ import FoundationXML
         }
     }
 
+    /// A lab file whose hosts both have `pools` (YAML flow items, one per line).
+    func labFile(_ lab: TwoNodeLab, pools: [String]) throws -> LabFile {
+        let list = pools.map { "      - \($0)" }.joined(separator: "\n")
+        let text = """
+        hosts:
+          a:
+            uri: test:///default
+            sysfs_root: \(lab.a.sysfsRoot)
+            pools:
+        \(list)
+          b:
+            uri: test:///default
+            sysfs_root: \(lab.b.sysfsRoot)
+            pools:
+        \(list)
+        """
+        return try LabFile.parse(text, file: "\(lab.directory)/lab.yaml")
+    }
+
+    /// Two pools that name one device are refused unless both allow it on purpose.
+    @Test func overlappingPoolsAreRefusedUnlessAllowed() throws {
+        let lab = try TwoNodeLab()
+        defer { lab.remove() }
+        let overlapping = try labFile(lab, pools: ["{name: mlx, addresses: [\"0000:5e:00.1\", \"0000:5e:00.2\"], driver: mlx5_vfio_pci}",
+                                                   "{name: all, vendor_device: \"15b3:101e\", driver: mlx5_vfio_pci}"])
+        #expect { try DevicePlanner(lab: overlapping).plan(try scenario(), inventories: try inventories(overlapping)) } throws: {
+            "\($0)".contains("0000:5e:00.1 is in pools `mlx` and `all` of host `a`: pools must not overlap") && "\($0)".contains("allow: [overlap]")
+        }
+        let allowed = try labFile(lab, pools: ["{name: mlx, addresses: [\"0000:5e:00.1\", \"0000:5e:00.2\"], driver: mlx5_vfio_pci, allow: [overlap]}",
+                                               "{name: all, vendor_device: \"15b3:101e\", driver: mlx5_vfio_pci, allow: [overlap]}"])
+        #expect(try DevicePlanner(lab: allowed).plan(try scenario(), inventories: try inventories(allowed)).devices(on: "a").count == 2)
+    }
+
+    /// A physical function with VFs enabled (bound to its NIC driver) is not handed out as a
+    /// vfio-pci device unless its pool allows it on purpose.
+    @Test func aPhysicalFunctionWithVFsIsRefusedUnlessAllowed() throws {
+        let lab = try TwoNodeLab()
+        defer { lab.remove() }
+        let pf = try scenario("""
+        name: pf
+        guest:
+          passthrough: [{name: nic, kind: vfio-pci, vendor_device: "8086:10fb"}]
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b}
+        """)
+        let plain = try labFile(lab, pools: ["{name: pf, addresses: [\"0000:3b:00.0\"]}"])
+        #expect { try DevicePlanner(lab: plain).plan(pf, inventories: try inventories(plain)) } throws: {
+            "\($0)".contains("0000:3b:00.0 in pool `pf` of host `a` is a physical function with 2 VFs enabled (bound to ixgbe)") && "\($0)".contains("allow: [pf_with_vfs]")
+        }
+        let allowed = try labFile(lab, pools: ["{name: pf, addresses: [\"0000:3b:00.0\"], allow: [pf_with_vfs]}"])
+        #expect(try DevicePlanner(lab: allowed).plan(pf, inventories: try inventories(allowed)).devices(on: "b").count == 1)
+    }
+
     @Test func aMatchingDeviceOutsideEveryPoolIsRefusedAndNothingChanges() throws {
         let lab = try TwoNodeLab()
         defer { lab.remove() }

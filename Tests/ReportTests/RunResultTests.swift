@@ -119,6 +119,10 @@ struct RunResultTests {
         let f = RunResult(journal: failedCheck)
         #expect(f.scenarios[0].outcome == .failed && f.outcome == .failed)
         #expect(f.scenarios[0].message?.hasPrefix("the journal's scenario_finished says passed, its events say failed") == true)
+        // ... and neither is a run_finished that says passed.
+        #expect(f.message == "the journal's run_finished says passed, its scenarios say failed")
+        #expect(f.text().contains("(the journal's run_finished says passed, its scenarios say failed)"))
+        #expect(RunResult(journal: passedRun).message == nil)
 
         var labError = passedRun
         labError.insert(ev(.error, 9.5) { $0.outcome = .error; $0.message = "cannot connect" }, at: 7)
