@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "LabTests", dependencies: ["Lab", "PCI", "Scenario", "Libvirt"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario"]),
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "Lab", "Scenario", "LabTwin", "Report", "Libvirt", "Journal"]),
-        .testTarget(name: "ReportTests", dependencies: ["Report", "Runner", "Journal"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "Runner", "Journal", "Lab", "Scenario"]),
         .testTarget(name: "PCITests", dependencies: ["PCI", "Libvirt"]),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "CVFIO"]),
         .testTarget(name: "QualificationTests", dependencies: ["Qualification", "VFIO"]),

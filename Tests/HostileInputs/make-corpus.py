@@ -8,6 +8,22 @@ import json, os, shutil
 
 here = os.path.dirname(os.path.abspath(__file__))
 
+def write_cases(folder, suffix, cases, data):
+    """Writes each case to FOLDER/NAME+SUFFIX (its bytes: data(content)) and the folder's
+    expect.txt: one `FILE<tab>TEXT` line per case."""
+    path = os.path.join(here, folder)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    for name, _, content in cases:
+        with open(os.path.join(path, name + suffix), "wb") as f:
+            f.write(data(content))
+    with open(os.path.join(path, "expect.txt"), "w") as f:
+        for name, expect, _ in cases:
+            f.write(f"{name}{suffix}\t{expect}\n")
+
+def as_bytes(text):
+    return text if isinstance(text, bytes) else text.encode()
+
 GUEST = "guest: {memory_mib: 256, vcpus: 2, workload_mib: 64}\n"
 STEPS = "steps:\n  - boot: a\n  - migrate: {from: a, to: b}\n  - verify: [memory, console]\n"
 
@@ -150,16 +166,7 @@ s("version-three", "reads scenario format versions 1 to 2", "version: 3\n" + sce
 s("version-text", "whole number", "version: two\n" + scenario())
 s("v1-step-expect", "format v2", "version: 1\nname: x\nsteps:\n  - boot: a\n  - migrate: {from: a, to: b, expect: {outcome: completed}}\n")
 
-with_path = os.path.join(here, "scenarios")
-shutil.rmtree(with_path, ignore_errors=True)
-os.makedirs(with_path)
-for name, expect, text in S:
-    data = text if isinstance(text, bytes) else text.encode()
-    with open(os.path.join(with_path, name + ".yaml"), "wb") as f:
-        f.write(data)
-with open(os.path.join(with_path, "expect.txt"), "w") as f:
-    for name, expect, _ in S:
-        f.write(f"{name}.yaml\t{expect}\n")
+write_cases("scenarios", ".yaml", S, as_bytes)
 
 # --- lab files
 L = []
@@ -213,16 +220,7 @@ l("not-utf8", "not UTF-8", b"hosts:\n  a: {uri: qemu:///sys\xfftem}\n")
 l("deep-nesting", "YAML", "hosts: " + "[" * 5000 + "]" * 5000 + "\n")
 l("link-interface-injection", "interface", "hosts:\n  a: {uri: qemu+ssh://root@node1/system, link: {interface: \"eth0; reboot\"}}\n")
 
-lab_path = os.path.join(here, "labs")
-shutil.rmtree(lab_path, ignore_errors=True)
-os.makedirs(lab_path)
-for name, expect, text in L:
-    data = text if isinstance(text, bytes) else text.encode()
-    with open(os.path.join(lab_path, name + ".yaml"), "wb") as f:
-        f.write(data)
-with open(os.path.join(lab_path, "expect.txt"), "w") as f:
-    for name, expect, _ in L:
-        f.write(f"{name}.yaml\t{expect}\n")
+write_cases("labs", ".yaml", L, as_bytes)
 
 # --- journals: refused with the line named, or read and never reported as a pass
 J = []
@@ -282,14 +280,5 @@ j("control-chars-in-names", "not passing", [START, SC(2, "s\u0000\u001b"), ev("e
 j("huge-seq", "not passing", [START, ev("scenario_started", 99999999999999, scenario="s"), FIN(3, "failed"), END(4, "failed")])
 j("seq-overflow", ":2:", [START, '{"seq": 99999999999999999999999999, "t": 0, "wallclock": "", "kind": "note"}'])
 
-journal_path = os.path.join(here, "journals")
-shutil.rmtree(journal_path, ignore_errors=True)
-os.makedirs(journal_path)
-for name, expect, lines in J:
-    data = b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines)
-    with open(os.path.join(journal_path, name + ".jsonl"), "wb") as f:
-        f.write(data)
-with open(os.path.join(journal_path, "expect.txt"), "w") as f:
-    for name, expect, _ in J:
-        f.write(f"{name}.jsonl\t{expect}\n")
+write_cases("journals", ".jsonl", J, lambda lines: b"".join(as_bytes(x) + b"\n" for x in lines))
 print(f"{len(S)} scenario files, {len(L)} lab files, {len(J)} journals")

@@ -5,7 +5,8 @@ import Testing
 
 /// Every hostile journal (Tests/HostileInputs/journals) is either refused with its line named
 /// or read and never reported as a pass: in the outcome, the JUnit (which a real XML parser
-/// reads) and the terminal text (no escape sequence reaches it). Nothing crashes or hangs.
+/// reads) and the terminal text (no escape sequence reaches it). Nothing crashes; a hang stops
+/// the test, and the slowest journal's time is printed, not asserted.
 struct HostileJournalTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("HostileInputs/journals").path
@@ -14,6 +15,7 @@ struct HostileJournalTests {
         let list = try String(contentsOfFile: "\(Self.folder)/expect.txt", encoding: .utf8)
         let cases = list.split(separator: "\n").map { $0.split(separator: "\t", maxSplits: 1).map(String.init) }
         #expect(cases.count >= 40)
+        var slowest: Duration = .zero
         for c in cases {
             let path = "\(Self.folder)/\(c[0])", expect = c[1]
             let t0 = ContinuousClock.now
@@ -30,8 +32,8 @@ struct HostileJournalTests {
             } else {
                 #expect { try Journal.read(path: path) } throws: { "\($0)".contains(path + expect) }
             }
-            // A guard against a reader that hangs: 5 s is a hundred times a bad journal's.
-            #expect(ContinuousClock.now - t0 < .seconds(5), "\(path) took \(ContinuousClock.now - t0)")
+            slowest = max(slowest, ContinuousClock.now - t0)
         }
+        print("HostileJournalTests: \(cases.count) journals, the slowest read in \(slowest)")
     }
 }

@@ -15,18 +15,16 @@ enum HostileCorpus {
             return ("\(root)/\(folder)/\(parts[0])", parts.count > 1 ? parts[1] : "")
         }
     }
-
-    /// A guard against a reader that hangs or explodes on a file (aliases of aliases took
-    /// minutes once): no file may take 5 s, a hundred times what a bad file takes.
-    static let patience: Duration = .seconds(5)
 }
 
 /// Every hostile scenario file is refused, for the reason its case names, at a place in the
-/// file, without a crash and without hanging.
+/// file, without a crash. A hang stops the test (and CI); the slowest file's time is printed
+/// as a figure, never asserted.
 struct HostileScenarioTests {
     @Test func everyHostileScenarioIsRefusedForItsReason() throws {
         let cases = try HostileCorpus.cases("scenarios")
         #expect(cases.count >= 100)
+        var slowest: Duration = .zero
         for (path, expect) in cases {
             let t0 = ContinuousClock.now
             do {
@@ -38,7 +36,8 @@ struct HostileScenarioTests {
                 // One line each: a message never dumps the file.
                 #expect(error.diagnostics.allSatisfy { !$0.message.contains("\n") && $0.message.count < 1000 }, "\(path): \(error)")
             }
-            #expect(ContinuousClock.now - t0 < HostileCorpus.patience, "\(path) took \(ContinuousClock.now - t0)")
+            slowest = max(slowest, ContinuousClock.now - t0)
         }
+        print("HostileScenarioTests: \(cases.count) files, the slowest refused in \(slowest)")
     }
 }

@@ -12,7 +12,7 @@ import Testing
 /// journals, mutated from the library's own files and from the hostile corpus (byte flips,
 /// YAML and JSON tokens put in, lines duplicated and cut, truncations). Every mutant must be
 /// read or refused with one-line messages at a place in the file, never crash (a crash kills
-/// this test process, with the seed printed first), never hang. A bounded number of mutants
+/// this test process, with the seed printed first), never hang (CI would stop). A bounded number of mutants
 /// per run, from a new seed each run (`MIGLAB_FUZZ_SEED` replays one); what it found became
 /// cases of Tests/HostileInputs.
 ///
@@ -84,34 +84,45 @@ struct InputFuzzTests {
         _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
     }
 
-    @Test func scenarioFilesNeverCrashTheReader() throws {
-        var rng = Seeded(state: Self.seed)
-        let seeds = Self.files("\(Self.root)/scenarios", suffix: ".yaml") + Self.files("\(Self.root)/Tests/HostileInputs/scenarios", suffix: ".yaml")
-        let corpus = seeds.compactMap { FileManager.default.contents(atPath: $0).map { [UInt8]($0) } }
-        let path = NSTemporaryDirectory() + "miglab-fuzz-\(Self.seed)-scenario.yaml"
+    /// Feeds `mutantsPerKind` mutants of `corpus` to `read` (through a file at `path`, as
+    /// miglab reads them). A hang would stop this test, and CI with it; the slowest mutant's
+    /// time is printed as a figure, not asserted (tests assert behaviour, never timings).
+    static func fuzz(_ kind: String, corpus: [[UInt8]], tokens: [String], salt: UInt64,
+                     read: (_ path: String, _ mutant: Int) -> Void) {
+        var rng = Seeded(state: seed ^ salt)
+        let path = NSTemporaryDirectory() + "miglab-fuzz-\(seed)-\(kind)"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        var refused = 0
-        for i in 0..<Self.mutantsPerKind {
-            let mutant = Self.mutate(corpus.randomElement(using: &rng)!, tokens: Self.yamlTokens, using: &rng)
-            Self.write(mutant, path)
+        var slowest: Duration = .zero
+        for i in 0..<mutantsPerKind {
+            write(mutate(corpus.randomElement(using: &rng)!, tokens: tokens, using: &rng), path)
             let t0 = ContinuousClock.now
-            do {
+            read(path, i)
+            slowest = max(slowest, ContinuousClock.now - t0)
+        }
+        print("InputFuzzTests: \(mutantsPerKind) \(kind) mutants, the slowest read in \(slowest)")
+    }
+
+    static func contents(_ paths: [String]) -> [[UInt8]] {
+        paths.compactMap { FileManager.default.contents(atPath: $0).map { [UInt8]($0) } }
+    }
+
+    @Test func scenarioFilesNeverCrashTheReader() throws {
+        var refused = 0
+        let corpus = Self.contents(Self.files("\(Self.root)/scenarios", suffix: ".yaml") + Self.files("\(Self.root)/Tests/HostileInputs/scenarios", suffix: ".yaml"))
+        Self.fuzz("scenario.yaml", corpus: corpus, tokens: Self.yamlTokens, salt: 0) { path, i in
+            do throws(ScenarioErrors) {
                 _ = try ScenarioParser().scenarios(file: path)
             } catch {
                 refused += 1
                 #expect(error.diagnostics.allSatisfy { $0.location.file == path && !$0.message.contains("\n") && $0.message.count < 2000 },
                         "mutant \(i) (seed \(Self.seed)): \(error)")
             }
-            #expect(ContinuousClock.now - t0 < .seconds(5), "mutant \(i) (seed \(Self.seed)) took \(ContinuousClock.now - t0)")
         }
         #expect(refused > 0)
     }
 
     @Test func labFilesNeverCrashTheReader() throws {
-        var rng = Seeded(state: Self.seed ^ 0x5A5A)
-        let seeds = Self.files("\(Self.root)/Tests/HostileInputs/labs", suffix: ".yaml")
-        var corpus = seeds.compactMap { FileManager.default.contents(atPath: $0).map { [UInt8]($0) } }
-        corpus.append(Array("""
+        let corpus = Self.contents(Self.files("\(Self.root)/Tests/HostileInputs/labs", suffix: ".yaml")) + [Array("""
         version: 1
         locks: /tmp/miglab-locks
         stream_proxy: {listen: 10.0.0.100}
@@ -128,52 +139,24 @@ struct InputFuzzTests {
               - {type: mtty-2, parent: mtty, instances: 2}
           b: {uri: qemu+tcp://10.0.0.2/system, migration_address: node2.lab, accelerator: kvm}
 
-        """.utf8))
-        let path = NSTemporaryDirectory() + "miglab-fuzz-\(Self.seed)-lab.yaml"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        for i in 0..<Self.mutantsPerKind {
-            let mutant = Self.mutate(corpus.randomElement(using: &rng)!, tokens: Self.yamlTokens, using: &rng)
-            Self.write(mutant, path)
-            let t0 = ContinuousClock.now
-            do {
+        """.utf8)]
+        Self.fuzz("lab.yaml", corpus: corpus, tokens: Self.yamlTokens, salt: 0x5A5A) { path, i in
+            do throws(LabFileErrors) {
                 _ = try LabFile.load(path: path)
             } catch {
                 #expect(error.diagnostics.allSatisfy { !$0.message.contains("\n") && $0.message.count < 2000 }, "mutant \(i) (seed \(Self.seed)): \(error)")
             }
-            #expect(ContinuousClock.now - t0 < .seconds(5), "mutant \(i) (seed \(Self.seed)) took \(ContinuousClock.now - t0)")
         }
     }
 
     @Test func journalsNeverCrashTheReport() throws {
-        var rng = Seeded(state: Self.seed ^ 0xA5A5)
-        let seeds = Self.files("\(Self.root)/Tests/HostileInputs/journals", suffix: ".jsonl")
-        let corpus = seeds.compactMap { FileManager.default.contents(atPath: $0).map { [UInt8]($0) } }.filter { $0.count < 100_000 }
-        let path = NSTemporaryDirectory() + "miglab-fuzz-\(Self.seed)-journal.jsonl"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        for i in 0..<Self.mutantsPerKind {
-            let mutant = Self.mutate(corpus.randomElement(using: &rng)!, tokens: Self.jsonTokens, using: &rng)
-            Self.write(mutant, path)
-            let t0 = ContinuousClock.now
-            if let events = try? Journal.read(path: path) {
-                let result = RunResult(journal: events)
-                #expect((try? XMLParserCheck.parse(result.junit())) == true, "mutant \(i) (seed \(Self.seed)): junit.xml is not XML")
-                #expect((try? result.json()) != nil, "mutant \(i) (seed \(Self.seed))")
-                #expect(!result.text().unicodeScalars.contains { $0.value == 0x1B }, "mutant \(i) (seed \(Self.seed))")
-            }
-            #expect(ContinuousClock.now - t0 < .seconds(5), "mutant \(i) (seed \(Self.seed)) took \(ContinuousClock.now - t0)")
+        let corpus = Self.contents(Self.files("\(Self.root)/Tests/HostileInputs/journals", suffix: ".jsonl")).filter { $0.count < 100_000 }
+        Self.fuzz("journal.jsonl", corpus: corpus, tokens: Self.jsonTokens, salt: 0xA5A5) { path, i in
+            guard let events = try? Journal.read(path: path) else { return }
+            let result = RunResult(journal: events)
+            #expect((try? XMLParserCheck.parse(result.junit())) == true, "mutant \(i) (seed \(Self.seed)): junit.xml is not XML")
+            #expect((try? result.json()) != nil, "mutant \(i) (seed \(Self.seed))")
+            #expect(!result.text().unicodeScalars.contains { $0.value == 0x1B }, "mutant \(i) (seed \(Self.seed))")
         }
-    }
-}
-
-/// FoundationXML's parser (libxml2) as the JUnit reader.
-enum XMLParserCheck {
-    struct Bad: Error {}
-    static func parse(_ s: String) throws -> Bool {
-        final class D: NSObject, XMLParserDelegate {}
-        let p = XMLParser(data: Data(s.utf8))
-        let d = D()
-        p.delegate = d
-        guard p.parse() else { throw Bad() }
-        return true
     }
 }
