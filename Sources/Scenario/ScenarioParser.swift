@@ -252,9 +252,11 @@ struct NodeReader: YAMLNodeReading {
             error(m["steps"] ?? root, "the steps unroll to \(count == Int.max ? "too many" : String(count)) steps (repeats multiplied out); at most \(Scenario.maxSteps)")
             return nil
         }
-        checkFlow(scenario, root: m["steps"] ?? root)
-        if let e = m["expect"]?.mapping { checkExpectationsAreChecked(scenario, expect: e) }
-        if formatVersion == 1, let v = m["version"] { checkVersion1(scenario.flattenedSteps, version: v) }
+        // Unrolled once (at most `Scenario.maxSteps`, checked above) for the checks that follow.
+        let flat = scenario.flattenedSteps
+        checkFlow(scenario, steps: flat, root: m["steps"] ?? root)
+        if let e = m["expect"]?.mapping { checkExpectationsAreChecked(scenario, steps: flat, expect: e) }
+        if formatVersion == 1, let v = m["version"] { checkVersion1(flat, version: v) }
         return name == nil ? nil : scenario
     }
 
@@ -318,9 +320,9 @@ struct NodeReader: YAMLNodeReading {
 
     /// Checks that the steps make sense in order (each kind's `follow`): boot before anything
     /// else, a migration starts where the guest is.
-    mutating func checkFlow(_ scenario: Scenario, root: Node) {
+    mutating func checkFlow(_ scenario: Scenario, steps: [Step], root: Node) {
         var at: String?
-        for step in scenario.flattenedSteps {
+        for step in steps {
             let loc = step.location ?? location(root)
             step.action.follow(guestOn: &at, in: scenario) { msg in
                 if !diagnostics.contains(where: { $0.location == loc && $0.message == msg }) {
@@ -333,8 +335,7 @@ struct NodeReader: YAMLNodeReading {
     /// An expectation no step checks would pass unchecked: `expect.memory` needs a step that
     /// verifies memory (or a migration expected to fail, after which the source's memory is
     /// checked), `expect.console` and `expect.devices` a step that verifies them.
-    mutating func checkExpectationsAreChecked(_ scenario: Scenario, expect: Node.Mapping) {
-        let steps = scenario.flattenedSteps
+    mutating func checkExpectationsAreChecked(_ scenario: Scenario, steps: [Step], expect: Node.Mapping) {
         let verifies = steps.compactMap { $0.action(as: Step.Verify.self) }
         let failingMigration = steps.contains { s in
             s.action(as: Step.Migrate.self).map { scenario.expectation(for: $0).outcome != .completed } ?? false
