@@ -24,7 +24,7 @@ public struct HardwareLab: Sendable {
                             trouble: (@Sendable () -> [String])? = nil) async throws -> HardwareLabEnvironment {
         var hosts: [String: LabHost] = [:]
         var parts: [String] = []
-        var machines: [String: String] = [:]   // libvirt host UUID -> the first host that has it
+        var machines = MachineIdentities(file: file.file)
         for h in file.hosts {
             let connection: Connection
             do {
@@ -33,15 +33,7 @@ public struct HardwareLab: Sendable {
                 throw LabFileErrors(diagnostics: [Diagnostic(location: h.location ?? SourceLocation(file: file.file, line: 0, column: 0),
                                                              message: "cannot connect to host `\(h.name)` at \(h.uri): \(error); is its libvirt daemon running and reachable?")])
             }
-            // Two names for one machine would hand the same devices to both "hosts" and migrate
-            // a guest onto itself.
-            if let uuid = try? connection.hostUUID() {
-                if let other = machines[uuid] {
-                    throw LabFileErrors(diagnostics: [Diagnostic(location: h.location ?? SourceLocation(file: file.file, line: 0, column: 0),
-                        message: "hosts `\(other)` and `\(h.name)` are the same machine (libvirt host UUID \(uuid)): a migration needs two; point `\(h.name)` at another machine (two daemons on one machine need their own `host_uuid` in libvirtd.conf)")])
-                }
-                machines[uuid] = h.name
-            }
+            try machines.admit(h, uuid: try? connection.hostUUID())
             let qemu = (try? connection.hypervisorVersion()).map { "QEMU \($0.major).\($0.minor).\($0.micro)" } ?? "QEMU ?"
             parts.append("\(h.name): \(h.uri), \(qemu), \(h.accelerator == .kvm ? "KVM" : "TCG")")
             hosts[h.name] = LabHost(name: h.name, controlURI: h.uri, peerURI: h.peerURI, migrationAddress: h.migrationAddress,
@@ -52,6 +44,24 @@ public struct HardwareLab: Sendable {
         }
         return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file,
                                       trouble: trouble)
+    }
+}
+
+/// The machines a lab file's hosts are, by libvirt host UUID: two names for one machine would
+/// hand the same devices to both "hosts" and migrate a guest onto itself.
+struct MachineIdentities {
+    let file: String
+    var first: [String: String] = [:]   // host UUID -> the first host that has it
+
+    /// Takes host `h` with its UUID (nil: the daemon says none, as libvirt's test driver);
+    /// refuses it when an earlier host has the same.
+    mutating func admit(_ h: LabFile.Host, uuid: String?) throws(LabFileErrors) {
+        guard let uuid else { return }
+        if let other = first[uuid] {
+            throw LabFileErrors(diagnostics: [Diagnostic(location: h.location ?? SourceLocation(file: file, line: 0, column: 0),
+                message: "hosts `\(other)` and `\(h.name)` are the same machine (libvirt host UUID \(uuid)): a migration needs two; point `\(h.name)` at another machine (two daemons on one machine need their own `host_uuid` in libvirtd.conf)")])
+        }
+        first[uuid] = h.name
     }
 }
 

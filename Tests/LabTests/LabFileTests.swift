@@ -98,3 +98,18 @@ import Testing
         #expect { try LabFile.load(path: "/nonexistent/lab.yaml") } throws: { "\($0)".contains("/nonexistent/lab.yaml") && "\($0)".contains("cannot read") }
     }
 }
+
+/// One machine under two names is refused at run time: libvirt's host UUIDs are compared.
+/// (libvirt's test driver reports no host UUID, so the check is shown on its own.)
+struct SameMachineTests {
+    @Test func twoHostsWithOneHostUUIDAreRefused() throws {
+        let lab = try LabFile.parse("hosts:\n  a: {uri: 'qemu+ssh://node1/system'}\n  b: {uri: 'qemu+ssh://node1.lab/system'}\n  c: {uri: 'qemu+ssh://node2/system'}\n", file: "same.yaml")
+        var machines = MachineIdentities(file: lab.file)
+        try machines.admit(lab.hosts[0], uuid: "4c4c4544-0000-1000-8000-000000000001")
+        try machines.admit(lab.hosts[2], uuid: "4c4c4544-0000-1000-8000-000000000002")
+        try machines.admit(lab.hosts[2], uuid: nil)   // a daemon that says none is not compared
+        #expect { try machines.admit(lab.hosts[1], uuid: "4c4c4544-0000-1000-8000-000000000001") } throws: {
+            "\($0)".contains("same.yaml:3:") && "\($0)".contains("hosts `a` and `b` are the same machine (libvirt host UUID 4c4c4544-0000-1000-8000-000000000001)")
+        }
+    }
+}
