@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // The HTML report's markup (the plots are SVG miglab draws itself).
+        .package(url: "https://github.com/JohnSundell/Plot", from: "0.14.0"),
     ],
     targets: [
         // C bindings
@@ -56,7 +58,8 @@ let package = Package(
         // The lab in memory (hosts, guests, migration jobs, fault effects) behind the interfaces
         // the runner uses for libvirt: the runner's unit tests run on it without root.
         .target(name: "LabTwin", dependencies: ["Lab", "Libvirt", "Runner"]),
-        .target(name: "Report", dependencies: ["Runner", "Scenario", "Journal"]),
+        .target(name: "Report", dependencies: ["Runner", "Scenario", "Journal",
+                                               .product(name: "Plot", package: "Plot")]),
         .executableTarget(name: "miglab", dependencies: [
             "Libvirt", "Lab", "Scenario", "Runner", "Report", "VFIO", "Qualification", "PCI", "Journal",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

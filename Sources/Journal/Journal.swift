@@ -29,6 +29,9 @@ public struct JournalEvent: Codable, Sendable, Equatable {
         /// Expectations judged at this point of the run (a migration's, the checks after a
         /// failed one, the scenario's own at its end).
         case expectation
+        /// The versions of what the hosts run (QEMU, libvirt, kernel), recorded each time the
+        /// lab is prepared.
+        case environment
         /// A kind this miglab does not know (a newer miglab's journal): kept, not understood.
         case unknown
 
@@ -62,6 +65,10 @@ public struct JournalEvent: Codable, Sendable, Equatable {
     /// judged from the verification events against it).
     public var expect: Expectations?
     public var details: [String: String]?
+    /// scenario_started of a repeated run (`--repeat N`): which of its runs this is, from 1.
+    public var attempt: Int?
+    /// environment: one entry per host.
+    public var environment: [HostEnvironment]?
 
     public init(kind: Kind, scenario: String? = nil) {
         self.kind = kind
@@ -112,9 +119,39 @@ public struct JournalEvent: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case seq, t, wallclock, kind, scenario, file, step, phase, outcome, message, migration, progress, verification,
-             fault, expectations, expect, details
+             fault, expectations, expect, details, attempt, environment
         case stepKind = "step_kind"
         case durationSeconds = "duration_s"
+    }
+}
+
+/// What one host of a run runs: the versions a regression is reported against.
+public struct HostEnvironment: Codable, Sendable, Equatable, Hashable {
+    public var host: String
+    /// QEMU's version ("10.0.2"), of the emulator the guests use.
+    public var qemu: String?
+    /// The emulator binary, when the lab names one (`--qemu`, a lab file's `emulator`).
+    public var qemuBinary: String?
+    /// The libvirt daemon's version ("11.3.0").
+    public var libvirt: String?
+    /// The libvirt daemon binary, when the run chose one (`--libvirtd`).
+    public var libvirtd: String?
+    /// The host kernel's release (`uname -r`), when the lab can see it.
+    public var kernel: String?
+
+    public init(host: String, qemu: String? = nil, qemuBinary: String? = nil, libvirt: String? = nil,
+                libvirtd: String? = nil, kernel: String? = nil) {
+        self.host = host
+        self.qemu = qemu
+        self.qemuBinary = qemuBinary
+        self.libvirt = libvirt
+        self.libvirtd = libvirtd
+        self.kernel = kernel
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case host, qemu, libvirt, libvirtd, kernel
+        case qemuBinary = "qemu_binary"
     }
 }
 

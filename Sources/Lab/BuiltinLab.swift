@@ -35,13 +35,26 @@ public struct BuiltinLab: Sendable {
 
     public let root: String
     public let qemuBinary: String
+    /// The libvirt daemon both hosts run (`--libvirtd`: a developer's own build).
+    public let libvirtdBinary: String
+    public static let systemLibvirtd = "/usr/sbin/libvirtd"
     let logger: Logger
 
     public init(root: String = BuiltinLab.defaultRoot, qemuBinary: String = "/usr/bin/qemu-system-x86_64",
-                logger: Logger = Logger(label: "miglab.lab")) {
+                libvirtdBinary: String = BuiltinLab.systemLibvirtd, logger: Logger = Logger(label: "miglab.lab")) {
         self.root = root
         self.qemuBinary = qemuBinary
+        self.libvirtdBinary = libvirtdBinary
         self.logger = logger
+    }
+
+    /// Where a host's supervisor finds the daemon binary it runs (`HostSupervisor`).
+    static func libvirtdBinaryFile(hostDirectory: String) -> String { "\(hostDirectory)/libvirtd.binary" }
+
+    /// The daemon binary a running host was started with.
+    func runningLibvirtd(_ h: HostSpec) -> String {
+        (try? String(contentsOfFile: Self.libvirtdBinaryFile(hostDirectory: hostDirectory(h)), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? Self.systemLibvirtd
     }
 
     public static var defaultRoot: String {
@@ -63,6 +76,8 @@ public struct BuiltinLab: Sendable {
         case qemuMissing(binary: String)
         case daemonDidNotStart(host: String, log: String)
         case notRoot
+        case libvirtdMissing(binary: String)
+        case otherLibvirtd(host: String, running: String, wanted: String)
 
         public var description: String {
             switch self {
@@ -76,6 +91,10 @@ public struct BuiltinLab: Sendable {
                 return "libvirtd of host \(host) did not come up; see \(log)"
             case .notRoot:
                 return "the built-in lab needs root (network namespaces, libvirt daemons)"
+            case let .libvirtdMissing(binary):
+                return "\(binary) is not an executable file: give --libvirtd the path of a libvirt daemon binary"
+            case let .otherLibvirtd(host, running, wanted):
+                return "the built-in lab is up with host \(host) running \(running), not \(wanted): run `miglab lab down` first (a lab's daemons are chosen when it comes up)"
             }
         }
     }
@@ -117,6 +136,7 @@ public struct BuiltinLab: Sendable {
     public func up(allowOldQEMU: Bool = false) async throws -> Bool {
         guard getuid() == 0 else { throw LabError.notRoot }
         try checkQEMU(allowOld: allowOldQEMU)
+        guard FileManager.default.isExecutableFile(atPath: libvirtdBinary) else { throw LabError.libvirtdMissing(binary: libvirtdBinary) }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let lock = try FileLock(path: "\(root)/lab.lock")
         defer { lock.unlock() }
@@ -126,6 +146,9 @@ public struct BuiltinLab: Sendable {
         for h in Self.hostSpecs {
             if let pid = ProcessTable.readPidFile(supervisorPidFile(h)), ProcessTable.isRunning(pid),
                FileManager.default.fileExists(atPath: socketPath(h)) {
+                guard runningLibvirtd(h) == libvirtdBinary else {
+                    throw LabError.otherLibvirtd(host: h.name, running: runningLibvirtd(h), wanted: libvirtdBinary)
+                }
                 continue
             }
             await removeLeftoverProcesses(h)
@@ -278,6 +301,7 @@ public struct BuiltinLab: Sendable {
         // Debian's QEMU driver refuses to load without the libvirt-qemu user, which only
         // libvirt-daemon-system would create.
         try ensureLibvirtQemuUser()
+        try "\(libvirtdBinary)\n".write(toFile: Self.libvirtdBinaryFile(hostDirectory: dir), atomically: true, encoding: .utf8)
         let me = try Command.miglabExecutable()
         let pid = try Command.spawnDetached(
             ["ip", "netns", "exec", h.namespace, me, "lab", "host-supervisor", "--host-dir", dir],
@@ -382,6 +406,22 @@ public struct BuiltinLabEnvironment: LabEnvironment {
     public let sharedScratchDirectory: String?
     public let lab: BuiltinLab
     public var labFile: LabFile? { nil }
+    /// The lab's QEMU may be another than libvirt's default (`--qemu`).
+    public func emulatorVersion(of host: LabHost) -> String? { try? lab.qemuVersion().text }
+    /// Both hosts are this machine.
+    public func kernelRelease(of host: LabHost) -> String? { BuiltinLab.localKernelRelease() }
+    public var libvirtdBinary: String? { lab.libvirtdBinary }
+}
+
+extension BuiltinLab {
+    /// `uname(2)`'s release of this machine.
+    public static func localKernelRelease() -> String? {
+        var u = utsname()
+        guard uname(&u) == 0 else { return nil }
+        return withUnsafeBytes(of: &u.release) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
 }
 
 /// An exclusive flock(2) on a file, held until `unlock()`, deinit or process exit (so a

@@ -145,9 +145,19 @@ public protocol LabEnvironment: Sendable {
     /// console); empty when healthy or when the lab cannot see its hosts' kernels. Cheap: the
     /// runner asks while it waits for libvirt.
     func hostTrouble() -> [String]
+    /// The version of the QEMU binary `host`'s guests use, when it is not libvirt's default
+    /// emulator (whose version `virConnectGetVersion` gives); nil: libvirt's answer stands.
+    func emulatorVersion(of host: LabHost) -> String?
+    /// `uname -r` of `host`, when the lab can see it (libvirt does not report it).
+    func kernelRelease(of host: LabHost) -> String?
+    /// The libvirt daemon binary the lab runs, when it is not the system's.
+    var libvirtdBinary: String? { get }
 }
 
 extension LabEnvironment {
     public func hostTrouble() -> [String] { [] }
+    public func emulatorVersion(of host: LabHost) -> String? { nil }
+    public func kernelRelease(of host: LabHost) -> String? { nil }
+    public var libvirtdBinary: String? { nil }
     public var runnerProxyAddress: String? { labFile?.streamProxyAddress }
 }

@@ -48,8 +48,10 @@ public enum HostSupervisor {
 
         var daemonStatus: Int32 = 0
         var restarts = 0
+        let binary = (try? String(contentsOfFile: BuiltinLab.libvirtdBinaryFile(hostDirectory: dir), encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? BuiltinLab.systemLibvirtd
         while true {
-            let pid = spawnLibvirtd()
+            let pid = spawnLibvirtd(binary)
             daemonPid.store(pid, ordering: .relaxed)
             FileHandle.standardError.write(Data("miglab host supervisor: libvirtd pid \(pid) under \(dir)\n".utf8))
             // Reap everything; libvirtd's own exit ends the loop.
@@ -71,9 +73,9 @@ public enum HostSupervisor {
         exit(daemonStatus == 0 ? 0 : 1)
     }
 
-    static func spawnLibvirtd() -> pid_t {
+    static func spawnLibvirtd(_ binary: String) -> pid_t {
         do {
-            return try Command.spawn(["/usr/sbin/libvirtd", "--listen", "--config", "/etc/libvirt/libvirtd.conf",
+            return try Command.spawn([binary, "--listen", "--config", "/etc/libvirt/libvirtd.conf",
                                       "--pid-file", "/run/libvirt/libvirtd.pid"], newSession: false, logPath: nil)
         } catch {
             fail("cannot start libvirtd: \(error)")

@@ -67,6 +67,9 @@ public final class TwinHost: HypervisorHost {
         return stream
     }
 
+    /// The twin's versions say what it is: no QEMU, no libvirt daemon.
+    public func softwareVersions() -> (hypervisor: String?, libvirt: String?) { ("twin", "twin") }
+
     public func reopened() async throws -> any HypervisorHost {
         try checkUp()
         return self

@@ -57,6 +57,11 @@ public final class Connection: @unchecked Sendable {
         return (t.0, t.1, t.2)
     }
 
+    public func softwareVersions() -> (hypervisor: String?, libvirt: String?) {
+        func text(_ v: (major: Int, minor: Int, micro: Int)) -> String { "\(v.major).\(v.minor).\(v.micro)" }
+        return ((try? hypervisorVersion()).map(text), (try? libvirtVersion()).map(text))
+    }
+
     /// `virConnectGetHostname`.
     public func hostname() throws -> String {
         guard let s = virConnectGetHostname(raw) else { throw LibvirtError.last("virConnectGetHostname") }

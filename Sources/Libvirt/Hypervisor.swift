@@ -15,6 +15,9 @@ public protocol HypervisorHost: AnyObject, Sendable {
     func domainEvents() throws -> AsyncStream<DomainEvent>
     /// A new connection once the daemon answers again (after it was restarted).
     func reopened() async throws -> any HypervisorHost
+    /// `virConnectGetVersion` and `virConnectGetLibVersion` as "major.minor.micro": the
+    /// hypervisor's (QEMU's default emulator) and the daemon's libvirt; nil where it does not say.
+    func softwareVersions() -> (hypervisor: String?, libvirt: String?)
 }
 
 /// What the runner needs of one guest domain. Each call names the libvirt call it maps to on

@@ -14,16 +14,55 @@ public struct RunResult: Codable, Sendable, Equatable {
     public var startedAt: String?
     public var durationSeconds: Double
     public var scenarios: [ScenarioResult]
+    /// What the hosts ran (QEMU, libvirt, kernel), each distinct record once.
+    public var environment: [HostEnvironment] = []
+    /// Per scenario over its runs (one run each, or `--repeat N`): counts, the failure rate
+    /// with its 95% Wilson interval, and distributions of the migration figures.
+    public var summary: [ScenarioSummary] = []
+    /// `--repeat N` of the run (nil: each scenario ran once).
+    public var repeatCount: Int?
+    /// The shard this run was (`--shard K/N`), or the shards merged into it.
+    public var shards: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case outcome, message, scenarios
+        case outcome, message, scenarios, environment, summary, shards
         case startedAt = "started_at"
         case durationSeconds = "duration_s"
+        case repeatCount = "repeat"
+    }
+
+    public init(outcome: ScenarioVerdict.Outcome, message: String? = nil, startedAt: String? = nil, durationSeconds: Double,
+                scenarios: [ScenarioResult], environment: [HostEnvironment] = [], repeatCount: Int? = nil, shards: [String] = []) {
+        self.outcome = outcome
+        self.message = message
+        self.startedAt = startedAt
+        self.durationSeconds = durationSeconds
+        self.scenarios = scenarios
+        self.environment = environment
+        self.repeatCount = repeatCount
+        self.shards = shards
+        self.summary = ScenarioSummary.of(scenarios)
+    }
+
+    /// Reads a results.json; older ones without the newer fields read too.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        outcome = try c.decode(ScenarioVerdict.Outcome.self, forKey: .outcome)
+        message = try c.decodeIfPresent(String.self, forKey: .message)
+        startedAt = try c.decodeIfPresent(String.self, forKey: .startedAt)
+        durationSeconds = try c.decode(Double.self, forKey: .durationSeconds)
+        scenarios = try c.decode([ScenarioResult].self, forKey: .scenarios)
+        environment = try c.decodeIfPresent([HostEnvironment].self, forKey: .environment) ?? []
+        repeatCount = try c.decodeIfPresent(Int.self, forKey: .repeatCount)
+        shards = try c.decodeIfPresent([String].self, forKey: .shards) ?? []
+        summary = ScenarioSummary.of(scenarios)
     }
 }
 
 public struct ScenarioResult: Codable, Sendable, Equatable {
     public var name: String
+    /// Which run of a repeated scenario this is (from 1); nil when it ran once.
+    public var attempt: Int?
     public var file: String?
     public var outcome: ScenarioVerdict.Outcome
     public var message: String?
@@ -36,7 +75,7 @@ public struct ScenarioResult: Codable, Sendable, Equatable {
     public var timing: Timing
 
     enum CodingKeys: String, CodingKey {
-        case name, file, outcome, message, migrations, verifications, faults, expectations, timing
+        case name, attempt, file, outcome, message, migrations, verifications, faults, expectations, timing
         case durationSeconds = "duration_s"
     }
 }
@@ -50,6 +89,10 @@ public struct MigrationResult: Codable, Sendable, Equatable {
     public var error: MigrationError?
     /// Where the time and the bytes went, RAM and device apart (from the progress samples).
     public var phases: [PhaseFigures] = []
+    /// The journal's progress samples of this migration and the faults that fired during it,
+    /// for the HTML report's timeline. Not in results.json (the journal has them).
+    public var samples: [MigrationStats] = []
+    public var faults: [FaultRecord] = []
 
     public struct MigrationError: Codable, Sendable, Equatable {
         public var code: Int32?
@@ -140,11 +183,23 @@ extension RunResult {
         var samples: [Int: [MigrationStats]] = [:]   // scenario index -> its running migration's
         var firstEvent: [Int: Int] = [:]              // scenario index -> index of its scenario_started
         var finishedSays: [Int: JournalEvent.Outcome?] = [:]        // what its scenario_finished claims
+        var migrating: [Int: [FaultRecord]] = [:]     // scenario index -> faults of its migrate step so far
+        var environment: [HostEnvironment] = []
+        var repeatCount: Int?
+        var shards: [String] = []
         for (index, e) in events.enumerated() {
             switch e.kind {
+            case .runStarted:
+                repeatCount = e.details?["repeat"].flatMap { Int($0) }
+                if let s = e.details?["shard"] { shards = [s] }
+            case .environment:
+                for h in e.environment ?? [] where !environment.contains(h) { environment.append(h) }
+            case .stepStarted:
+                guard let i = e.scenario.flatMap({ open[$0] }), e.stepKind == "migrate" else { continue }
+                migrating[i] = []
             case .scenarioStarted:
                 let name = e.scenario ?? "?"
-                scenarios.append(ScenarioResult(name: name, file: e.file, outcome: .incomplete,
+                scenarios.append(ScenarioResult(name: name, attempt: e.attempt, file: e.file, outcome: .incomplete,
                                                 message: "the journal ends before this scenario finished (the run died or was killed)",
                                                 durationSeconds: 0, migrations: [], verifications: [], expectations: [],
                                                 timing: Timing()))
@@ -169,6 +224,7 @@ extension RunResult {
             case .fault:
                 guard let i = e.scenario.flatMap({ open[$0] }), let f = e.fault else { continue }
                 scenarios[i].faults.append(f)
+                migrating[i]?.append(f)
             case .migrationProgress:
                 guard let i = e.scenario.flatMap({ open[$0] }), let p = e.progress else { continue }
                 samples[i, default: []].append(p)
@@ -177,8 +233,10 @@ extension RunResult {
                 scenarios[i].migrations.append(MigrationResult(
                     from: m.from, to: m.to, outcome: m.outcome, stats: m.stats, wallSeconds: m.wallSeconds,
                     error: m.errorMessage.map { .init(code: m.errorCode, domain: m.errorDomain, message: $0) },
-                    phases: PhaseFigures.of(samples: samples[i] ?? [], final: m.stats, completed: m.outcome == .completed)))
+                    phases: PhaseFigures.of(samples: samples[i] ?? [], final: m.stats, completed: m.outcome == .completed),
+                    samples: samples[i] ?? [], faults: migrating[i] ?? []))
                 samples[i] = nil
+                migrating[i] = nil
                 // libvirt's elapsed time; a failed migration has none, so its wall time counts.
                 scenarios[i].timing.migrationSeconds += m.stats.timeElapsedMs.map { Double($0) / 1000 } ?? m.wallSeconds
             case .verification:
@@ -236,6 +294,10 @@ extension RunResult {
         startedAt = events.first?.wallclock
         durationSeconds = (lastT * 1000).rounded() / 1000
         self.scenarios = scenarios
+        self.environment = environment
+        self.repeatCount = repeatCount
+        self.shards = shards
+        summary = ScenarioSummary.of(scenarios)
     }
 
     public func json() throws -> Data {
@@ -266,7 +328,23 @@ extension RunResult {
             }
             return o
         }
-        let failures = scenarios.filter { $0.outcome == .failed }.count
+        // One testcase per scenario: a repeated scenario's runs make one, its rate in the
+        // message, failed when any run failed (a flaky scenario is not green).
+        struct Case { var name, file: String; var time: Double; var outcome: ScenarioVerdict.Outcome; var message, body: String }
+        let cases: [Case] = summary.map { sum in
+            let runs = scenarios.filter { $0.name == sum.name }
+            let worst = runs.first { $0.outcome == .failed } ?? runs.first { $0.outcome != .passed } ?? runs.last!
+            let why = worst.expectations.filter { $0.verdict == .fail }.map { "\($0.what): expected \($0.expected), observed \($0.observed)" }
+            var message = worst.outcome == .failed && !why.isEmpty ? why.joined(separator: "; ") : (worst.message ?? worst.outcome.rawValue)
+            var body = summaryLines(worst).joined(separator: "\n")
+            if runs.count > 1 || worst.attempt != nil {
+                message = sum.rateText + (worst.outcome == .passed ? "" : "; run \(worst.attempt ?? 0): \(message)")
+                body = sum.rateText + "\n" + body
+            }
+            return Case(name: sum.name, file: worst.file ?? "", time: runs.map(\.durationSeconds).reduce(0, +),
+                        outcome: worst.outcome, message: message, body: body)
+        }
+        let failures = cases.filter { $0.outcome == .failed }.count
         // A run that did not pass and has no scenario in failure or error to show it (it died:
         // no run_finished; it was interrupted; it ran no scenario) is a testcase in error of its
         // own, so a CI reading junit.xml never sees an all-green or empty suite for it.
@@ -274,11 +352,11 @@ extension RunResult {
         case .passed: nil
         case .incomplete: "the journal ends before the run finished: the run died or was killed (\(scenarios.count) scenario(s) started)"
         case .interrupted: "the run was interrupted (Ctrl-C or SIGTERM) after \(scenarios.count) scenario(s)"
-        case .failed, .error: scenarios.isEmpty ? "the run has no scenario: nothing was checked" : "the run did not pass"
+        case .failed, .error: scenarios.isEmpty ? "the run has no scenario: nothing was checked" : (message ?? "the run did not pass")
         }
-        let runTestcase = runProblem != nil && (outcome == .incomplete || scenarios.allSatisfy { $0.outcome == .passed })
-        let errors = scenarios.filter { $0.outcome != .passed && $0.outcome != .failed }.count + (runTestcase ? 1 : 0)
-        let tests = scenarios.count + (runTestcase ? 1 : 0)
+        let runTestcase = runProblem != nil && (outcome == .incomplete || cases.allSatisfy { $0.outcome == .passed })
+        let errors = cases.filter { $0.outcome != .passed && $0.outcome != .failed }.count + (runTestcase ? 1 : 0)
+        let tests = cases.count + (runTestcase ? 1 : 0)
         var x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
         x += "<testsuites name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
         x += "  <testsuite name=\"miglab\" tests=\"\(tests)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(durationSeconds)\">\n"
@@ -287,18 +365,15 @@ extension RunResult {
             x += "      <error message=\"\(esc(runProblem ?? ""))\"/>\n"
             x += "    </testcase>\n"
         }
-        for s in scenarios {
-            x += "    <testcase classname=\"miglab\" name=\"\(esc(s.name))\" file=\"\(esc(s.file ?? ""))\" time=\"\(s.durationSeconds)\""
-            let summary = summaryLines(s).joined(separator: "\n")
-            switch s.outcome {
+        for c in cases {
+            x += "    <testcase classname=\"miglab\" name=\"\(esc(c.name))\" file=\"\(esc(c.file))\" time=\"\((c.time * 1000).rounded() / 1000)\""
+            switch c.outcome {
             case .passed:
-                x += ">\n      <system-out>\(esc(summary))</system-out>\n    </testcase>\n"
+                x += ">\n      <system-out>\(esc(c.body))</system-out>\n    </testcase>\n"
             case .failed:
-                let why = s.expectations.filter { $0.verdict == .fail }.map { "\($0.what): expected \($0.expected), observed \($0.observed)" }
-                let msg = why.isEmpty ? (s.message ?? "failed") : why.joined(separator: "; ")
-                x += ">\n      <failure message=\"\(esc(msg))\">\(esc(summary))</failure>\n    </testcase>\n"
+                x += ">\n      <failure message=\"\(esc(c.message))\">\(esc(c.body))</failure>\n    </testcase>\n"
             case .error, .interrupted, .incomplete:
-                x += ">\n      <error message=\"\(esc(s.message ?? s.outcome.rawValue))\">\(esc(summary))</error>\n    </testcase>\n"
+                x += ">\n      <error message=\"\(esc(c.message))\">\(esc(c.body))</error>\n    </testcase>\n"
             }
         }
         x += "  </testsuite>\n</testsuites>\n"
@@ -335,7 +410,7 @@ extension RunResult {
             case .incomplete: "INCOMPLETE"
             case .error: "ERROR"
             }
-            out.append("\(mark)  \(s.name)  \(String(format: "%.1f", s.durationSeconds)) s" + (s.message.map { "  (\($0))" } ?? ""))
+            out.append("\(mark)  \(s.name)\(s.attempt.map { " (run \($0))" } ?? "")  \(String(format: "%.1f", s.durationSeconds)) s" + (s.message.map { "  (\($0))" } ?? ""))
             for l in summaryLines(s) { out.append("      \(l)") }
             for e in s.expectations where e.verdict == .fail {
                 out.append("      expected \(e.what) \(e.expected), observed \(e.observed)")
@@ -343,6 +418,20 @@ extension RunResult {
             let t = s.timing
             out.append(String(format: "      time: lab set-up %.1f s, boot %.1f s, migration %.1f s, verification %.1f s, overhead %.1f s (%.1f%%)",
                               t.labSetupSeconds, t.bootSeconds, t.migrationSeconds, t.verificationSeconds, t.overheadSeconds, t.overheadFraction * 100))
+        }
+        if scenarios.contains(where: { $0.attempt != nil }) {
+            out.append("over the runs of each scenario:")
+            for sum in summary {
+                var line = "  \(sum.name): \(sum.rateText)"
+                if let t = sum.migrationTimeMs, let d = sum.downtimeMs {
+                    line += String(format: "; migration median %.0f ms (p90 %.0f, max %.0f), downtime median %.0f ms (p90 %.0f, max %.0f)",
+                                   t.median, t.p90, t.max, d.median, d.p90, d.max)
+                }
+                out.append(line)
+            }
+        }
+        for h in environment {
+            out.append("host \(h.host): QEMU \(h.qemu ?? "?")\(h.qemuBinary.map { " (\($0))" } ?? ""), libvirt \(h.libvirt ?? "?")\(h.libvirtd.map { " (\($0))" } ?? ""), kernel \(h.kernel ?? "?")")
         }
         let passed = scenarios.filter { $0.outcome == .passed }.count
         out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome.rawValue) in \(String(format: "%.1f", durationSeconds)) s"

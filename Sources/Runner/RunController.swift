@@ -14,19 +14,47 @@ public struct RunConfiguration: Sendable {
     /// Off only to prove that the suite depends on it: with the page comparison skipped, the
     /// corrupted-stream negative control must fail.
     public var memoryOracleEnabled: Bool
+    /// How often each scenario runs, and whether the run stops at the first that does not pass.
+    public var repetition: Repetition
+    /// `--shard K/N` ("K/N"), for the journal: `miglab merge` names the shards it joined.
+    public var shard: String?
+    /// Which run of a repeated scenario this is (from 1); nil when each runs once.
+    var attempt: Int?
 
     public init(artifactsDirectory: String, liveProgress: Bool = false,
-                memoryOracleEnabled: Bool = true) {
+                memoryOracleEnabled: Bool = true, repetition: Repetition = .once, shard: String? = nil) {
         self.artifactsDirectory = artifactsDirectory
         self.liveProgress = liveProgress
         self.memoryOracleEnabled = memoryOracleEnabled
+        self.repetition = repetition
+        self.shard = shard
     }
 
+    /// A scenario's folder; each run of a repeated scenario has its own (`NAME/run-K`).
     func scenarioArtifacts(_ name: String) -> String {
-        let dir = "\(artifactsDirectory)/\(name)"
+        let dir = "\(artifactsDirectory)/\(name)" + (attempt.map { "/run-\($0)" } ?? "")
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }
+}
+
+/// `--repeat N` and `--until-fail`: migration bugs are probabilistic, so a nightly suite runs
+/// each scenario several times and reports a rate.
+public struct Repetition: Sendable, Equatable {
+    /// Runs of each scenario (rounds over the selection, so drift of the machine during the
+    /// run spreads over every scenario rather than landing on one).
+    public var times: Int
+    /// Stop at the first run that does not pass (its artifacts are kept, as every run's).
+    public var untilFail: Bool
+
+    public init(times: Int, untilFail: Bool = false) {
+        self.times = times
+        self.untilFail = untilFail
+    }
+
+    public static let once = Repetition(times: 1)
+    /// `--until-fail` without `--repeat`: a bound, so a scenario that never fails still ends.
+    public static let untilFailBound = 100
 }
 
 /// Where the hosts come from: the built-in lab (brought up when needed, taken down after the
@@ -200,21 +228,36 @@ public final class RunController: @unchecked Sendable {
         var start = JournalEvent(kind: .runStarted)
         start.message = "\(scenarios.count) scenario(s) on the \(provider.description)"
         start.details = ["artifacts": config.artifactsDirectory, "miglab_pid": "\(getpid())"]
+        let repetition = config.repetition
+        if let shard = config.shard { start.details?["shard"] = shard }
+        if repetition != .once {
+            start.details?["repeat"] = "\(repetition.times)"
+            if repetition.untilFail { start.details?["until_fail"] = "true" }
+        }
         journal.record(start)
         var lab: LabEnvironment?
         var image: GuestImage?
         var allPassed = true
         var interrupted = false
-        for scenario in scenarios {
-            if Task.isCancelled { interrupted = true; break }
-            var started = JournalEvent(kind: .scenarioStarted, scenario: scenario.name)
-            started.file = scenario.file
-            started.message = scenario.description
-            started.expect = scenario.expect
-            let first = journal.record(started).seq
-            let outcome = await runOne(scenario, from: first, lab: &lab, image: &image)
-            if outcome != .passed { allPassed = false }
-            if Task.isCancelled { interrupted = true; break }
+        rounds: for round in 1...max(1, repetition.times) {
+            for scenario in scenarios {
+                if Task.isCancelled { interrupted = true; break rounds }
+                var started = JournalEvent(kind: .scenarioStarted, scenario: scenario.name)
+                started.file = scenario.file
+                started.message = scenario.description
+                started.expect = scenario.expect
+                if repetition != .once { started.attempt = round }
+                let first = journal.record(started).seq
+                let outcome = await runOne(scenario, attempt: started.attempt, from: first, lab: &lab, image: &image)
+                if outcome != .passed { allPassed = false }
+                if Task.isCancelled { interrupted = true; break rounds }
+                if repetition.untilFail && outcome != .passed {
+                    var e = JournalEvent(kind: .note, scenario: scenario.name)
+                    e.message = "--until-fail: stopped at run \(round) of \(scenario.name), which did not pass (\(outcome.rawValue))"
+                    journal.record(e)
+                    break rounds
+                }
+            }
         }
         for problem in await provider.problems() {
             var e = JournalEvent(kind: .error)
@@ -232,8 +275,11 @@ public final class RunController: @unchecked Sendable {
 
     /// Runs one scenario whose `scenario_started` is journal event `first`; its outcome is the
     /// verdict of its journal events (`ScenarioVerdict`), as `miglab report` makes it.
-    func runOne(_ scenario: Scenario, from first: Int, lab: inout LabEnvironment?, image: inout GuestImage?) async -> ScenarioVerdict.Outcome {
+    func runOne(_ scenario: Scenario, attempt: Int? = nil, from first: Int, lab: inout LabEnvironment?,
+                image: inout GuestImage?) async -> ScenarioVerdict.Outcome {
         let t0 = ContinuousClock.now
+        var config = self.config
+        config.attempt = attempt
         var exec: ScenarioExecution?
         /// A lab error or an interruption ends the scenario: journaled as such.
         func stopped(_ outcome: ScenarioVerdict.Outcome, _ message: String) {
@@ -246,6 +292,7 @@ public final class RunController: @unchecked Sendable {
             if lab == nil {
                 progress.show("[\(scenario.name)] preparing the \(provider.description)")
                 lab = try await provider.prepare()
+                recordEnvironment(lab!)
             }
             if image == nil {
                 progress.show("[\(scenario.name)] guest image")
@@ -306,6 +353,23 @@ public final class RunController: @unchecked Sendable {
         fin.durationSeconds = (ContinuousClock.now - t0).seconds
         journal.record(fin)
         return outcome
+    }
+
+    /// What the hosts run, journaled each time a lab is prepared (a crashed host's
+    /// replacement may run something else).
+    func recordEnvironment(_ lab: LabEnvironment) {
+        var e = JournalEvent(kind: .environment)
+        e.environment = lab.hosts.keys.sorted().map { name in
+            let host = lab.hosts[name]!
+            let v = host.hypervisor.softwareVersions()
+            // libvirt's version is its default emulator's: it stands for the guests' QEMU only
+            // when the lab names no other binary (a lab file's `emulator`: version unknown).
+            let qemu = lab.emulatorVersion(of: host) ?? (host.emulator == nil ? v.hypervisor : nil)
+            return HostEnvironment(host: name, qemu: qemu, qemuBinary: host.emulator,
+                                   libvirt: v.libvirt, libvirtd: lab.libvirtdBinary, kernel: lab.kernelRelease(of: host))
+        }
+        e.message = lab.summary
+        journal.record(e)
     }
 
     func phase(_ name: TimedPhase, _ scenario: Scenario, since t0: ContinuousClock.Instant, message: String) {

@@ -66,3 +66,41 @@ public struct ScenarioSelection: Sendable, Equatable {
 
     public func selects(_ s: Scenario) -> Bool { selects(name: s.name, tags: s.tags) }
 }
+
+/// `--shard K/N`: the share of a selection one of N CI jobs runs. A scenario's shard is a hash
+/// of its name (FNV-1a, 64 bits), so it stays where it is when files are added or removed,
+/// and every job computes the same split without talking to the others; the N shards of a
+/// selection are disjoint and together are all of it.
+public struct Shard: Sendable, Equatable, CustomStringConvertible {
+    /// 1...count.
+    public let index: Int
+    public let count: Int
+
+    /// Parses "K/N" with 1 <= K <= N.
+    public init(_ text: String) throws(ScenarioSelection.SelectionError) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, n <= 10_000, k >= 1, k <= n else {
+            throw ScenarioSelection.SelectionError(description: "--shard \(text): write K/N with 1 <= K <= N (e.g. 2/4: the second of four shares)")
+        }
+        index = k
+        count = n
+    }
+
+    public init(index: Int, count: Int) {
+        precondition(count >= 1 && (1...count).contains(index))
+        self.index = index
+        self.count = count
+    }
+
+    public var description: String { "\(index)/\(count)" }
+
+    /// Whether the scenario (a matrix combination by its own name) is in this shard.
+    public func takes(name: String) -> Bool {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in name.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return Int(h % UInt64(count)) == index - 1
+    }
+}

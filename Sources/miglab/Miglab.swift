@@ -9,7 +9,7 @@ struct Miglab: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "miglab",
         abstract: "Live-migration test lab for VMs with passthrough PCI devices.",
-        subcommands: [RunCommand.self, ListCommand.self, ValidateCommand.self, SchemaCommand.self, ReportCommand.self, LabCommand.self, ImageCommand.self, QualifyCommand.self, InventoryCommand.self,
+        subcommands: [RunCommand.self, ListCommand.self, ValidateCommand.self, SchemaCommand.self, ReportCommand.self, MergeCommand.self, CompareCommand.self, LabCommand.self, ImageCommand.self, QualifyCommand.self, InventoryCommand.self,
                       StreamProxyCommand.self]
     )
 

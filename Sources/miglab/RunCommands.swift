@@ -170,13 +170,33 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Run on the virtual VFIO hosts (a VM with VFIO and the kernel's mtty; brought up when needed), not the built-in lab.") var vfio = false
     @Flag(help: "Leave the built-in lab (or the virtual VFIO hosts) up after the run when the run brought it up.") var keepLab = false
     @Flag(help: "Run on a QEMU older than 10 (results are not trustworthy).") var allowOldQemu = false
+    @Option(help: "The built-in lab's QEMU binary (your own build; default /usr/bin/qemu-system-x86_64).") var qemu: String?
+    @Option(help: "The libvirt daemon binary the built-in lab's two hosts run (your own build; the lab must be down or already run it).") var libvirtd: String?
+    @Option(name: .customLong("repeat"), help: "Run each scenario N times (in rounds over the selection); results get pass counts, failure rates with 95% intervals and distributions.") var repeatCount: Int?
+    @Flag(help: "Stop at the first run that does not pass (up to --repeat N runs of each, \(Repetition.untilFailBound) without it).") var untilFail = false
+    @Option(help: "Run the K-th of N deterministic shares of the selection (by scenario name), e.g. 2/4; `miglab merge` joins the shards' results.") var shard: String?
     @Flag(help: "Debug logging.") var verbose = false
     @Flag(help: .hidden) var disableMemoryOracle = false
     @OptionGroup var selection: SelectionOptions
 
     func run() async throws {
         bootstrapLogging(verbose: verbose)
-        let scenarios = try selectedScenarios(paths, selection)
+        if let n = repeatCount, n < 1 || n > 10_000 { throw ValidationError("--repeat \(n): give a number of runs from 1 to 10000") }
+        if (qemu != nil || libvirtd != nil) && (lab != nil || vfio) {
+            throw ValidationError("--qemu and --libvirtd choose the built-in lab's binaries; a lab file names its hosts' `emulator`, and the virtual VFIO hosts bring their own")
+        }
+        let shard: Shard?
+        do { shard = try self.shard.map { text throws(ScenarioSelection.SelectionError) in try Shard(text) } } catch { throw ValidationError(error.description) }
+        var scenarios = try selectedScenarios(paths, selection)
+        if let shard {
+            let all = scenarios.count
+            scenarios = scenarios.filter { shard.takes(name: $0.name) }
+            // A share of nothing is no error: with more shards than scenarios some get none.
+            if scenarios.isEmpty {
+                print("miglab: shard \(shard) of \(all) scenario(s) takes none; nothing to run")
+                return
+            }
+        }
         if dryRun {
             guard let lab else {
                 printError("--dry-run plans passthrough devices from a lab file: give --lab FILE")
@@ -209,10 +229,14 @@ struct RunCommand: AsyncParsableCommand {
                 throw ExitCode(ExitStatus.badInput)
             }
         } else {
-            provider = BuiltinLabProvider(allowOldQEMU: allowOldQemu, keepUp: keepLab)
+            let qemuBinary = qemu.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "/usr/bin/qemu-system-x86_64"
+            let daemon = libvirtd.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? BuiltinLab.systemLibvirtd
+            provider = BuiltinLabProvider(lab: BuiltinLab(qemuBinary: qemuBinary, libvirtdBinary: daemon),
+                                          allowOldQEMU: allowOldQemu, keepUp: keepLab)
         }
+        let repetition = Repetition(times: repeatCount ?? (untilFail ? Repetition.untilFailBound : 1), untilFail: untilFail)
         let config = RunConfiguration(artifactsDirectory: dir, liveProgress: isatty(2) == 1,
-                                      memoryOracleEnabled: !disableMemoryOracle)
+                                      memoryOracleEnabled: !disableMemoryOracle, repetition: repetition, shard: shard?.description)
         let controller = try RunController(config: config, provider: provider)
         print("miglab: journal \(controller.journal.path)")
         let task = Task { await controller.run(scenarios) }
@@ -238,20 +262,25 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-func writeReports(_ result: RunResult, dir: String, json: String?, junit: String?) throws {
+/// results.json, junit.xml and report.html in the run's folder (and copies where asked).
+func writeReports(_ result: RunResult, dir: String, json: String?, junit: String?, html: String? = nil) throws {
     let data = try result.json()
     try data.write(to: URL(fileURLWithPath: "\(dir)/results.json"))
     try result.junit().write(toFile: "\(dir)/junit.xml", atomically: true, encoding: .utf8)
+    let page = HTMLReport(result: result, artifactsDirectory: dir).render()
+    try page.write(toFile: "\(dir)/report.html", atomically: true, encoding: .utf8)
     if let json { try data.write(to: URL(fileURLWithPath: json)) }
     if let junit { try result.junit().write(toFile: junit, atomically: true, encoding: .utf8) }
+    if let html { try page.write(toFile: html, atomically: true, encoding: .utf8) }
 }
 
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "report", abstract: "Rebuild results.json and junit.xml from a run's journal (also of a killed run).")
+        commandName: "report", abstract: "Rebuild results.json, junit.xml and report.html from a run's journal (also of a killed run).")
     @Argument(help: "The run's artifacts folder (holding journal.jsonl).") var directory: String
     @Option(help: "Also write the JSON result here.") var json: String?
     @Option(help: "Also write JUnit XML here.") var junit: String?
+    @Option(help: "Also write the HTML report (self-contained, works offline) here; DIR/report.html is always written.") var html: String?
 
     func run() throws {
         let events: [JournalEvent]
@@ -266,9 +295,65 @@ struct ReportCommand: ParsableCommand {
         if unknown > 0 {
             printError("warning: \(directory)/journal.jsonl has \(unknown) event(s) of kinds this miglab does not know (a newer miglab's journal?); they are left out of the report")
         }
-        try writeReports(result, dir: directory, json: json, junit: junit)
+        try writeReports(result, dir: directory, json: json, junit: junit, html: html)
         print(result.text())
         let status = ExitStatus.of(result)
         if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// `miglab merge`: the shards of a CI fleet as one run.
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge", abstract: "Merge runs (the shards of `run --shard K/N`) into one results.json, junit.xml and report.html.")
+    @Argument(help: "The runs' artifacts folders.") var directories: [String]
+    @Option(help: "Folder for the merged results (created).") var output: String = "merged"
+
+    func run() throws {
+        var parts: [(source: String, result: RunResult)] = []
+        for d in directories {
+            do { parts.append((d, try RunResult.load(directory: d))) } catch {
+                printError("\(error)")
+                throw ExitCode(ExitStatus.badInput)
+            }
+        }
+        let merged = RunResult.merged(parts)
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let data = try merged.json()
+        try data.write(to: URL(fileURLWithPath: "\(output)/results.json"))
+        try merged.junit().write(toFile: "\(output)/junit.xml", atomically: true, encoding: .utf8)
+        // The merged page links each scenario's logs in its own shard's folder.
+        try HTMLReport(result: merged, artifactsDirectory: nil, title: "miglab run (\(directories.count) merged)").render()
+            .write(toFile: "\(output)/report.html", atomically: true, encoding: .utf8)
+        print(merged.text())
+        let status = ExitStatus.of(merged)
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// `miglab compare A B`: is B worse than A?
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Compare two runs per scenario: pass rates with 95% intervals, Fisher's exact test, medians of migration time and downtime, environment; exit 1 when B is significantly worse.")
+    @Argument(help: "Run A's artifacts folder (the baseline).") var a: String
+    @Argument(help: "Run B's artifacts folder (the candidate).") var b: String
+    @Option(help: "Write the comparison as JSON here.") var json: String?
+    @Option(help: "Write the comparison as a self-contained HTML page here.") var html: String?
+
+    func run() throws {
+        let ra: RunResult, rb: RunResult
+        do {
+            ra = try RunResult.load(directory: a)
+            rb = try RunResult.load(directory: b)
+        } catch {
+            printError("\(error)")
+            throw ExitCode(ExitStatus.badInput)
+        }
+        let c = Comparison(a: ra, named: a, b: rb, named: b)
+        if let json { try c.json().write(to: URL(fileURLWithPath: json)) }
+        if let html { try c.html().write(toFile: html, atomically: true, encoding: .utf8) }
+        print(c.text())
+        if c.bIsWorse { throw ExitCode(ExitStatus.failed) }
     }
 }

@@ -15,20 +15,23 @@ struct TwinRun {
     let result: RunResult
     let lab: TwinLab
     let events: [JournalEvent]
+    /// The artifacts folder's entries (recursive), read before it is removed.
+    let artifacts: [String]
 
     var scenario: ScenarioResult { result.scenarios[0] }
     func expectation(_ what: String) -> ExpectationRecord? { scenario.expectations.first { $0.what == what } }
 
-    static func run(_ yaml: String, script: TwinScript = TwinScript()) async throws -> TwinRun {
+    static func run(_ yaml: String, script: TwinScript = TwinScript(), repetition: Repetition = .once) async throws -> TwinRun {
         let lab = TwinLab(script: script)
         let dir = NSTemporaryDirectory() + "miglab-twin-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let controller = try RunController(config: RunConfiguration(artifactsDirectory: dir), provider: TwinLabProvider(lab: lab),
-                                           imageBuilder: TwinGuestImage())
+        let controller = try RunController(config: RunConfiguration(artifactsDirectory: dir, repetition: repetition),
+                                           provider: TwinLabProvider(lab: lab), imageBuilder: TwinGuestImage())
         let scenarios = try ScenarioParser().scenarios(yaml, file: "twin.yaml")
         let passed = await controller.run(scenarios)
         let events = try Journal.read(path: controller.journal.path)
-        return TwinRun(passed: passed, result: RunResult(journal: events), lab: lab, events: events)
+        let artifacts = (FileManager.default.enumerator(atPath: dir)?.allObjects as? [String] ?? []).sorted()
+        return TwinRun(passed: passed, result: RunResult(journal: events), lab: lab, events: events, artifacts: artifacts)
     }
 }
 
@@ -51,7 +54,6 @@ struct TwinRun {
         #expect(memory.host == "b")
     }
 
-    /// The memory check is not a formality: pages the migration damaged fail it, and the
     /// A migration that never converges is aborted at its step's deadline and the scenario
     /// fails (the system under test misbehaved; not a lab error), with the job's last
     /// statistics and the convergence picture kept.
@@ -76,6 +78,7 @@ struct TwinRun {
         #expect(r.scenario.verifications.allSatisfy { ($0.detail ?? "").contains("after the failed migration") }, "\(r.scenario.verifications)")
     }
 
+    /// The memory check is not a formality: pages the migration damaged fail it, and the
     /// scenario with them.
     @Test func damagedPagesFailTheScenario() async throws {
         var script = TwinScript()
@@ -93,6 +96,46 @@ struct TwinRun {
         let memory = try #require(r.scenario.verifications.first { $0.kind == "memory" })
         #expect(memory.verdict == .fail && memory.badPages == 3, "\(memory)")
         #expect(r.expectation("memory")?.verdict == .fail)
+    }
+
+    /// `--repeat 3`: three runs, each journaled with its number and given its own folder, and
+    /// one summary with the rate; the environment the lab reports is journaled.
+    @Test func repeatedRunsAreNumberedAndSummarized() async throws {
+        let r = try await TwinRun.run("""
+        name: twin-repeat
+        \(Self.guest)
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b}
+          - verify: memory
+        """, repetition: Repetition(times: 3))
+        #expect(r.passed)
+        #expect(r.result.scenarios.map(\.attempt) == [1, 2, 3])
+        #expect(r.result.repeatCount == 3)
+        let summary = try #require(r.result.summary.first)
+        #expect(summary.runs == 3 && summary.passed == 3 && summary.failureRate == 0 && !summary.flaky)
+        #expect(summary.migrationTimeMs?.count == 3)
+        for k in 1...3 { #expect(r.artifacts.contains("twin-repeat/run-\(k)/domain.xml"), "\(r.artifacts)") }
+        #expect(r.result.environment.map(\.host) == ["a", "b"])
+        #expect(r.result.environment.first?.qemu == "twin")
+    }
+
+    /// `--until-fail`: the first run that does not pass ends the run, and says so.
+    @Test func untilFailStopsAtTheFirstFailure() async throws {
+        var script = TwinScript()
+        script.damagedPagesPerMigration = 3
+        let r = try await TwinRun.run("""
+        name: twin-until-fail
+        \(Self.guest)
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b}
+          - verify: memory
+        """, script: script, repetition: Repetition(times: 5, untilFail: true))
+        #expect(!r.passed)
+        #expect(r.result.scenarios.count == 1 && r.result.scenarios[0].outcome == .failed)
+        #expect(r.events.contains { $0.kind == .note && ($0.message ?? "").contains("--until-fail: stopped at run 1") })
+        #expect(r.result.summary.first?.failureRate == 1)
     }
 
     /// A trigger on the job's statistics fires when they say so, and the fault's record
