@@ -20,8 +20,10 @@ public struct HardwareLab: Sendable {
     /// Connects to every host of the lab file; `actions` are the host-side fault actions the
     /// lab offers, by host name (none for plain lab-file hosts).
     /// `trouble` tells the runner when a host's kernel broke (the virtual VFIO hosts scan L1's console).
+    /// `kernel` gives a host's kernel release where the lab knows it.
     public func environment(actions: [String: any HostActions] = [:],
-                            trouble: (@Sendable () -> [String])? = nil) async throws -> HardwareLabEnvironment {
+                            trouble: (@Sendable () -> [String])? = nil,
+                            kernel: (@Sendable (String) -> String?)? = nil) async throws -> HardwareLabEnvironment {
         var hosts: [String: LabHost] = [:]
         var parts: [String] = []
         var machines = MachineIdentities(file: file.file)
@@ -43,7 +45,7 @@ public struct HardwareLab: Sendable {
                                     migrationURI: h.migrationAddress.map { "tcp://" + ($0.contains(":") ? "[\($0)]" : $0) })
         }
         return HardwareLabEnvironment(hosts: hosts, summary: "lab file \(file.file) (\(parts.joined(separator: "; ")))", labFile: file,
-                                      trouble: trouble)
+                                      trouble: trouble, kernel: kernel)
     }
 }
 
@@ -71,7 +73,9 @@ public struct HardwareLabEnvironment: LabEnvironment {
     public var sharedScratchDirectory: String? { nil }
     public let labFile: LabFile?
     let trouble: (@Sendable () -> [String])?
+    let kernel: (@Sendable (String) -> String?)?
     public func hostTrouble() -> [String] { trouble?() ?? [] }
+    public func kernelRelease(of host: LabHost) -> String? { kernel?(host.name) }
 }
 
 /// Puts the guest image where a host's QEMU can read it.

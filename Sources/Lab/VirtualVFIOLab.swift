@@ -293,6 +293,13 @@ public struct VirtualVFIOLab: Sendable {
     }
 
     /// Starts L1's QEMU in its own session (a Ctrl-C of the runner must not stop the lab).
+    var kernelReleaseFile: String { "\(machineDirectory)/kernel.release" }
+
+    /// `uname -r` of the running L1 (every virtual host runs in it).
+    public func kernelRelease() -> String? {
+        (try? String(contentsOfFile: kernelReleaseFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     func startMachine(kernel: VirtualHostKernel) throws -> pid_t {
         let forwards = Self.hostSpecs.map { "hostfwd=tcp:127.0.0.1:\($0.port)-:\($0.port)" }.joined(separator: ",")
         let argv = [qemuBinary, "-name", "miglab-vfio-l1",
@@ -309,6 +316,8 @@ public struct VirtualVFIOLab: Sendable {
                     "-netdev", "user,id=net0,\(forwards)", "-device", "virtio-net-pci,netdev=net0",
                     "-pidfile", pidFile]
         _ = FileManager.default.createFile(atPath: consoleLog, contents: nil)
+        // For the results: the hosts' kernel (libvirt does not report it), kept while L1 runs.
+        try? "\(kernel.release)\n".write(toFile: kernelReleaseFile, atomically: true, encoding: .utf8)
         let pid = try Command.spawnDetached(argv, logPath: "\(machineDirectory)/qemu.log")
         logger.info("virtual VFIO host: L1 booting (pid \(pid), kernel \(kernel.release), \(memoryMiB) MiB)")
         return pid

@@ -150,8 +150,10 @@ public struct DomainEvent: Sendable, Equatable {
 }
 
 /// Fans the connection's libvirt callbacks out to any number of AsyncStream subscribers.
-/// The callbacks get this object unretained as `opaque`; it lives as long as the Connection,
-/// which deregisters every callback before closing.
+/// Each callback holds a reference to this object as its `opaque`, released by libvirt's
+/// `freecb` when libvirt drops the callback. Deregistering does not wait for a callback that
+/// the event-loop thread is running at that moment: with an unretained `opaque`, a Connection
+/// closed meanwhile freed the hub under it (a use after free on the event-loop thread).
 final class EventHub: Sendable {
     private struct State {
         var subscribers: [UInt64: AsyncStream<DomainEvent>.Continuation] = [:]
@@ -182,7 +184,10 @@ final class EventHub: Sendable {
     func registerIfNeeded(_ conn: OpaquePointer) throws {
         try state.withLock { s in
             guard !s.registered else { return }
-            let opaque = Unmanaged.passUnretained(self).toOpaque()
+            // Released by libvirt (`release`) once the callback is gone for good.
+            let release: @convention(c) (UnsafeMutableRawPointer?) -> Void = { opaque in
+                if let opaque { Unmanaged<EventHub>.fromOpaque(opaque).release() }
+            }
             // The callbacks have different C signatures; libvirt takes them as the generic
             // callback type (the VIR_DOMAIN_EVENT_CALLBACK macro is a plain cast).
             let lifecycle: @convention(c) (OpaquePointer?, OpaquePointer?, Int32, Int32, UnsafeMutableRawPointer?) -> Void = { _, dom, a, b, opaque in
@@ -204,8 +209,12 @@ final class EventHub: Sendable {
                 (Int32(VIR_DOMAIN_EVENT_ID_JOB_COMPLETED.rawValue), unsafeBitCast(job, to: virConnectDomainEventGenericCallback.self)),
             ]
             for (eventID, cb) in table {
-                let id = virConnectDomainEventRegisterAny(conn, nil, eventID, cb, opaque, nil)
-                guard id >= 0 else { throw LibvirtError.last("virConnectDomainEventRegisterAny(\(eventID))") }
+                let opaque = Unmanaged.passRetained(self).toOpaque()
+                let id = virConnectDomainEventRegisterAny(conn, nil, eventID, cb, opaque, release)
+                guard id >= 0 else {
+                    Unmanaged<EventHub>.fromOpaque(opaque).release()
+                    throw LibvirtError.last("virConnectDomainEventRegisterAny(\(eventID))")
+                }
                 s.callbackIDs.append(id)
             }
             s.registered = true

@@ -167,7 +167,8 @@ public final class VirtualVFIOLabProvider: LabProvider, @unchecked Sendable {
         consoleOffset = lab.consoleSize()
         let lab = self.lab, offset = consoleOffset
         return try await HardwareLab(file: try LabFile.load(path: path))
-            .environment(actions: lab.hostActions(), trouble: { lab.kernelTrouble(after: offset) })
+            .environment(actions: lab.hostActions(), trouble: { lab.kernelTrouble(after: offset) },
+                         kernel: { _ in lab.kernelRelease() })
     }
 
     public func problems() async -> [String] {

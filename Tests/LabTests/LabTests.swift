@@ -40,6 +40,19 @@ struct QEMUGateTests {
         #expect(throws: BuiltinLab.LabError.self) { try BuiltinLab(root: "/x", qemuBinary: "/nonexistent/qemu").checkQEMU(allowOld: false) }
     }
 
+    /// `--libvirtd` that names no daemon binary is refused before anything starts (root only:
+    /// `up` refuses everyone else first).
+    @Test(.enabled(if: getuid() == 0)) func aLibvirtdThatIsNoBinaryIsRefusedFirst() async throws {
+        let root = NSTemporaryDirectory() + "miglab-no-libvirtd-\(UUID().uuidString)"
+        let lab = BuiltinLab(root: root, qemuBinary: try fakeQEMU("10.0.2"), libvirtdBinary: "/nonexistent/libvirtd")
+        await #expect {
+            try await lab.up()
+        } throws: { error in
+            "\(error)".contains("/nonexistent/libvirtd is not an executable file") && "\(error)".contains("--libvirtd")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root))
+    }
+
     @Test func versionParsing() throws {
         #expect(try BuiltinLab.parseQEMUVersion("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)").major == 10)
         #expect(try BuiltinLab.parseQEMUVersion("QEMU emulator version 9.1").text == "9.1.0")
