@@ -50,11 +50,8 @@ struct ReferenceQualificationTests {
         }
     }
 
-    @Test func referenceRunTakesLessThanSeconds() {
-        let clock = ContinuousClock()
-        let elapsed = clock.measure { _ = QualificationRunner.run(on: .reference()) }
-        #expect(elapsed < .seconds(5))
-    }
+    // How long the reference run takes is a figure, not a test (timings in tests are flaky by
+    // design): ci/bench prints it.
 }
 
 /// What the report says, as a table and as JSON.
