@@ -247,6 +247,12 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     public var guestReportedErrors: UInt64?
     public var findings: [String]?
     public var detail: String?
+    /// Memory checks: how guest RAM was read ("dump": a core dump of all of it; "frames": the
+    /// workload's frames through virDomainMemoryPeek; "ram": all of it through
+    /// virDomainMemoryPeek), how many bytes, and in how long (the check's throughput).
+    public var readMethod: String?
+    public var bytesRead: UInt64?
+    public var readSeconds: Double?
 
     public init(kind: String, verdict: Verdict) {
         self.kind = kind
@@ -260,6 +266,9 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
         case firstBadPages = "first_bad_pages"
         case guestRunning = "guest_running"
         case guestReportedErrors = "guest_reported_errors"
+        case readMethod = "read_method"
+        case bytesRead = "bytes_read"
+        case readSeconds = "read_s"
     }
 }
 

@@ -57,8 +57,9 @@ public func dryRunPlan(scenarios: [Scenario], labFile: LabFile, inventories: any
 public func scenarioDomain(name: String, scenario: Scenario, plan: DevicePlan?, host: String, image: GuestImage,
                            emulator: String?, accelerator: DomainDefinition.Accelerator, consoleLog: String) -> DomainDefinition {
     // 8250.nr_uarts: Debian's kernel registers 4 UARTs at run time, all taken by the legacy
-    // ports; PCI serial devices (mtty, pci-serial) need more.
-    var args = ["console=ttyS0", "panic=-1", "quiet", "8250.nr_uarts=16"]
+    // ports; PCI serial devices (mtty, pci-serial) need more. cryptomgr.notests: the crypto
+    // self-tests take 0.3-0.4 s of a TCG boot and test nothing miglab relies on.
+    var args = ["console=ttyS0", "panic=-1", "quiet", "8250.nr_uarts=16", "cryptomgr.notests"]
     if scenario.guest.workloadMiB > 0 { args.append("miglab.memtest=\(scenario.guest.workloadMiB)") }
     var def = DomainDefinition(name: name, memoryMiB: scenario.guest.memoryMiB, vcpus: scenario.guest.vcpus,
                                image: image, kernelArguments: args, emulator: emulator, consoleLog: consoleLog,

@@ -362,6 +362,9 @@ public final class TwinDomain: GuestDomain {
                 content = "MIGLAB-MEMTEST pass=3 page=0 touched=\(touched) errors=0 npages=\(workloadPages)\n"
             case "/proc/iomem":
                 content = iomem
+            case GuestPaths.workloadFrames where script.framesReport != .missing:
+                let first = Self.firstFrame + (script.framesReport == .shifted ? 1 : 0)
+                content = "MIGLAB-MEMTEST-FRAMES npages=\(workloadPages) runs=1\n\(first) \(workloadPages)\n"
             default:
                 return #"{"error":{"class":"GenericError","desc":"No such file or directory"}}"#
             }

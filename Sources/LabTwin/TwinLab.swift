@@ -86,6 +86,11 @@ public struct TwinScript: Sendable {
     public var daemonRestartMs = 100
     /// miglab-guestctl's report of an FLR or reset loop.
     public var guestctlReport = "MIGLAB-GUESTCTL resets=3 failures=0 driver=virtio-pci"
+    /// What the workload's frames file says. `truthful`: where its pages are; `shifted`: one
+    /// frame off (a guest that lies about where to look must fail, never pass); `missing`: no
+    /// file (the check then reads all of guest RAM).
+    public var framesReport: FramesReport = .truthful
+    public enum FramesReport: Sendable { case truthful, shifted, missing }
 
     public init() {}
 }

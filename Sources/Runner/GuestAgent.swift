@@ -116,6 +116,8 @@ public enum GuestPaths {
     public static let uart = "/bin/miglab-uart"
     /// The memory workload's status line.
     public static let workloadStatus = "/run/miglab-memtest.status"
+    /// Where the workload's pages lie in guest physical memory (runs of frames).
+    public static let workloadFrames = "/run/miglab-memtest.frames"
 }
 
 /// The workload's status line (see memtest.c), read through the guest agent.

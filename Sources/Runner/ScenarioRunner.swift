@@ -351,7 +351,12 @@ final class ScenarioExecution: @unchecked Sendable {
         // boots (QEMU 10.0 under TCG has aborted on an assertion there, rarely) is started once
         // more: nothing of the scenario has happened yet, and the journal keeps the crash.
         let name = domainName
+        // Milestones of the boot, journaled: boot-to-ready is the cost every scenario pays, and
+        // ci/bench reads it from here.
+        let clock = ContinuousClock()
+        var began = clock.now, running = began, connected = began
         for attempt in 1...2 {
+            began = clock.now
             if lab.sharedScratchDirectory == nil {
                 // The console is read through libvirt: attach before the first line is printed.
                 try await dom.start(paused: true)
@@ -360,7 +365,8 @@ final class ScenarioExecution: @unchecked Sendable {
             } else {
                 try await dom.start()
             }
-            let connected = try await firstEvent(events, deadline: deadline) { (e: DomainEvent) -> Bool? in
+            running = clock.now
+            let agentUp = try await firstEvent(events, deadline: deadline) { (e: DomainEvent) -> Bool? in
                 guard e.domain == name else { return nil }
                 switch e.kind {
                 case let .agentLifecycle(state, _) where state == DomainEvent.agentConnected: return true
@@ -368,8 +374,9 @@ final class ScenarioExecution: @unchecked Sendable {
                 default: return nil
                 }
             }
-            if connected == true { break }
-            guard connected == false else {
+            connected = clock.now
+            if agentUp == true { break }
+            guard agentUp == false else {
                 throw RunnerError.timeout("the guest did not boot on \(b.host) within the step's deadline; console: \(consoleTail())")
             }
             let why = "the guest stopped while booting on \(b.host); QEMU: \(qemuLogTail(h) ?? "?"); console: \(consoleTail())"
@@ -385,11 +392,19 @@ final class ScenarioExecution: @unchecked Sendable {
                 try await self.workloadStatus(agent)
             }
         }
+        let workloadReady = clock.now
         for d in deviceRefs {
             deviceBaseline[d.name] = try await retry(until: deadline, what: "device \(d.name) in the guest") {
                 try await self.deviceInfo(agent, selector: d.selector, until: deadline)
             }
         }
+        let ready = clock.now
+        func s(_ t: ContinuousClock.Instant) -> String { String(format: "%.2f", (t - began) / .seconds(1)) }
+        var e = event(.note)
+        e.message = "guest ready on \(b.host) \(s(ready)) s after start (QEMU running \(s(running)) s, agent \(s(connected)) s, workload \(s(workloadReady)) s)"
+        e.details = ["boot_ready_s": s(ready), "qemu_running_s": s(running), "agent_connected_s": s(connected),
+                     "workload_ready_s": s(workloadReady), "host": b.host]
+        journal.record(e)
         progress.clear()
     }
 
@@ -450,36 +465,14 @@ final class ScenarioExecution: @unchecked Sendable {
             r.detail = "memory oracle disabled: only the guest's liveness and its own error count were checked"
             return r
         }
-        let pages: [MemoryOracle.Page]
-        var readThrough = ""
-        if let shared = lab.sharedScratchDirectory {
-            let dump = "\(shared)/\(domainName).\(h.name).core"
-            try? FileManager.default.removeItem(atPath: dump)
-            try dom.suspend()
-            defer { try? FileManager.default.removeItem(atPath: dump) }
-            do {
-                try await dom.dumpMemory(to: dump)
-            } catch {
-                try? dom.resume()
-                throw error
-            }
-            try dom.resume()
-            pages = try MemoryImage.workloadPages(elfCoreAt: dump)
-        } else {
-            // No folder the runner and the host share: read guest RAM through libvirt.
-            let iomem = try await agent.readFile("/proc/iomem", maxBytes: 1 << 20)
-            let regions = try MemoryImage.systemRAM(iomem: String(decoding: iomem, as: UTF8.self))
-            try dom.suspend()
-            do {
-                pages = try await Self.peekWorkloadPages(dom, regions: regions)
-            } catch {
-                try? dom.resume()
-                throw error
-            }
-            try dom.resume()
-            readThrough = " (guest RAM read through virDomainMemoryPeek)"
-        }
-        let verdict = MemoryOracle.check(pages: pages, expectedPages: scenario.guest.workloadMiB * 1024 * 1024 / MemoryOracle.pageSize)
+        let expectedPages = scenario.guest.workloadMiB * 1024 * 1024 / MemoryOracle.pageSize
+        let read = try await readWorkloadPages(dom, agent: agent, expectedPages: UInt64(expectedPages))
+        let pages = read.pages
+        let readThrough = read.note
+        r.readMethod = read.method.rawValue
+        r.bytesRead = read.bytes
+        r.readSeconds = read.seconds
+        let verdict = MemoryOracle.check(pages: pages, expectedPages: expectedPages)
         r.pagesChecked = verdict.pagesChecked
         // The real count of bad pages, whoever found them: the oracle here, or the workload
         // itself in the guest (pages it saw damaged and repaired are gone from RAM by now).
@@ -494,6 +487,77 @@ final class ScenarioExecution: @unchecked Sendable {
             ? "\(verdict.pagesChecked) pages intact, counter \(verdict.counter.map(String.init) ?? "?") boundary at page \(verdict.boundary ?? 0)\(readThrough)"
             : problems.joined(separator: "; ") + readThrough
         return r
+    }
+
+    enum MemoryReadMethod: String {
+        /// A memory-only core dump of all of guest RAM into the folder shared with the host.
+        case dump
+        /// The workload's frames (its frames file) through `virDomainMemoryPeek`.
+        case frames
+        /// All of guest RAM through `virDomainMemoryPeek`.
+        case ram
+    }
+
+    /// Reads the workload's pages with the guest paused, the cheapest honest way:
+    /// - only the frames the workload reports (`WorkloadFrames`) through `virDomainMemoryPeek`,
+    ///   so a 4 GiB guest with a 256 MiB workload costs 256 MiB of reads, not 4 GiB;
+    /// - a core dump of all of RAM where the host shares a folder with the runner and the
+    ///   guest is small next to its workload (a dump moves about ten times the bytes per
+    ///   second that peeking does, measured on the built-in lab);
+    /// - all of RAM through `virDomainMemoryPeek` when the frames file is missing or refused.
+    func readWorkloadPages(_ dom: any GuestDomain, agent: GuestAgent, expectedPages: UInt64) async throws
+        -> (pages: [MemoryOracle.Page], method: MemoryReadMethod, bytes: UInt64, seconds: Double, note: String) {
+        let iomem = try await agent.readFile("/proc/iomem", maxBytes: 1 << 20)
+        let ram = try MemoryImage.systemRAM(iomem: String(decoding: iomem, as: UTF8.self))
+        let ramBytes = ram.reduce(0) { $0 + $1.length }
+        var frames: WorkloadFrames?
+        var refused = ""
+        do {
+            let text = try await agent.readFile(WorkloadFrames.path, maxBytes: 16 << 20)
+            let f = try WorkloadFrames.parse(String(decoding: text, as: UTF8.self))
+            if f.pageCount != expectedPages {
+                refused = "the workload's frames file lists \(f.pageCount) pages, not \(expectedPages)"
+            } else if !f.lies(within: ram) {
+                refused = "the workload's frames file points outside the guest's RAM"
+            } else {
+                frames = f
+            }
+        } catch {
+            refused = "the workload's frames file is unusable (\(error))"
+        }
+        let regions = frames?.regions() ?? ram
+        let regionBytes = regions.reduce(0) { $0 + $1.length }
+        let clock = ContinuousClock()
+        let started = clock.now
+        if let shared = lab.sharedScratchDirectory, regionBytes * 10 > ramBytes {
+            let dump = "\(shared)/\(domainName).\(location ?? "host").core"
+            try? FileManager.default.removeItem(atPath: dump)
+            try dom.suspend()
+            defer { try? FileManager.default.removeItem(atPath: dump) }
+            do {
+                try await dom.dumpMemory(to: dump)
+            } catch {
+                try? dom.resume()
+                throw error
+            }
+            try dom.resume()
+            let pages = try MemoryImage.workloadPages(elfCoreAt: dump)
+            return (pages, .dump, ramBytes, (clock.now - started) / .seconds(1), "")
+        }
+        try dom.suspend()
+        let pages: [MemoryOracle.Page]
+        do {
+            pages = try await Self.peekWorkloadPages(dom, regions: regions)
+        } catch {
+            try? dom.resume()
+            throw error
+        }
+        try dom.resume()
+        let seconds = (clock.now - started) / .seconds(1)
+        let mib = regionBytes >> 20
+        let note = frames.map { " (the workload's \($0.pageCount) frames, \(mib) MiB in \(regions.count) ranges, read through virDomainMemoryPeek)" }
+            ?? " (all \(mib) MiB of guest RAM read through virDomainMemoryPeek: \(refused))"
+        return (pages, frames == nil ? .ram : .frames, regionBytes, seconds, note)
     }
 
     /// The workload pages of the given RAM regions, read with `virDomainMemoryPeek`.

@@ -85,6 +85,69 @@ struct GuestImageTests {
         }
     }
 
+    /// Device drivers carry the PCI aliases that make /init load them; their dependencies
+    /// inherit them; modules every guest needs have none.
+    @Test func deviceModulesLoadOnlyForTheirDevices() throws {
+        let dep = """
+        kernel/drivers/virtio/virtio.ko:
+        kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko
+        kernel/drivers/net/mlx5_core.ko: kernel/drivers/net/mlxfw.ko kernel/net/psample.ko
+        kernel/drivers/net/mlxfw.ko:
+        kernel/net/psample.ko:
+        """
+        let aliases = """
+        alias virtio:d00000001v* virtio_net
+        alias pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_core
+        alias pci:v000015B3d00001018sv*sd*bc*sc*i* mlx5_core
+        alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+        """
+        let lines = try GuestImageBuilder.moduleLines(always: ["virtio_pci"], onDevice: ["mlx5_core"], modulesDep: dep, builtin: "", aliases: aliases)
+        #expect(lines.map(\.text) == [
+            "virtio.ko\n", "virtio_pci.ko\n",
+            "mlxfw.ko pci:v000015B3d0000101Esv*sd*bc*sc*i* pci:v000015B3d00001018sv*sd*bc*sc*i*\n",
+            "psample.ko pci:v000015B3d0000101Esv*sd*bc*sc*i* pci:v000015B3d00001018sv*sd*bc*sc*i*\n",
+            "mlx5_core.ko pci:v000015B3d0000101Esv*sd*bc*sc*i* pci:v000015B3d00001018sv*sd*bc*sc*i*\n",
+        ])
+        // A driver nothing could ever load is refused when the image is built.
+        #expect(throws: GuestImageBuilder.ImageError.self) {
+            try GuestImageBuilder.moduleLines(always: [], onDevice: ["mlxfw"], modulesDep: dep, builtin: "", aliases: aliases)
+        }
+    }
+
+    /// The ELF kernel is found inside a bzImage by its boot header, the size the build appended
+    /// is cut off, and a PVH entry is recognised by its note.
+    @Test func theELFKernelOfABzImageAndItsPVHEntry() throws {
+        let elf = Self.elf(noteType: 18)
+        var bz = Data(count: 0x400)
+        bz[0x1F1] = 1                                       // one setup sector: code at 1024
+        bz.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        bz.replaceSubrange(0x206..<0x208, with: [0x0F, 0x02])  // protocol 2.15
+        let packed = Data([0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]) + Data(repeating: 7, count: 10) + Data([0x40, 0, 0, 0])
+        withUnsafeBytes(of: UInt32(8).littleEndian) { bz.replaceSubrange(0x248..<0x24C, with: $0) }
+        withUnsafeBytes(of: UInt32(packed.count).littleEndian) { bz.replaceSubrange(0x24C..<0x250, with: $0) }
+        bz.append(Data(count: 8) + packed + Data(count: 32))
+        let p = try KernelImage.payload(ofBzImage: bz)
+        #expect(p.compression == .xz && p.size == 0x40 && p.bytes.count == packed.count - 4)
+        #expect(KernelImage.hasPVHEntry(elf: elf))
+        #expect(!KernelImage.hasPVHEntry(elf: Self.elf(noteType: 17)))
+        #expect(!KernelImage.hasPVHEntry(elf: Data("not an elf".utf8)))
+        #expect(throws: KernelImage.FormatError.self) { try KernelImage.payload(ofBzImage: Data(count: 0x400)) }
+    }
+
+    /// A 64-bit ELF with one PT_NOTE segment holding one "Xen" note of the given type.
+    static func elf(noteType: UInt32) -> Data {
+        var d = Data(count: 64 + 56)
+        d.replaceSubrange(0..<6, with: [0x7F, 0x45, 0x4C, 0x46, 2, 1])
+        func put<T: FixedWidthInteger>(_ v: T, _ o: Int) { withUnsafeBytes(of: v.littleEndian) { d.replaceSubrange(o..<o + MemoryLayout<T>.size, with: $0) } }
+        put(UInt64(64), 32); put(UInt16(56), 54); put(UInt16(1), 56)
+        var note = Data()
+        for v: UInt32 in [4, 8, noteType] { withUnsafeBytes(of: v.littleEndian) { note.append(contentsOf: $0) } }
+        note.append(Data("Xen\0".utf8)); note.append(Data(count: 8))
+        put(UInt32(4), 64); put(UInt64(120), 72); put(UInt64(note.count), 96)
+        d.append(note)
+        return d
+    }
+
     @Test func cpioArchiveIsNewcAndDeterministic() throws {
         let root = NSTemporaryDirectory() + "cpio-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)

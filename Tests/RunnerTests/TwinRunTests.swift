@@ -54,6 +54,39 @@ struct TwinRun {
         #expect(memory.host == "b")
     }
 
+    /// The memory check reads only the frames the workload reports, not all of guest RAM; a
+    /// frames file one frame off (a guest that points the check elsewhere) fails the check; no
+    /// frames file makes the check read all of guest RAM.
+    @Test func theMemoryCheckReadsOnlyTheWorkloadsFramesAndALyingListFails() async throws {
+        let scenario = """
+        name: twin-frames
+        \(Self.guest)
+        steps:
+          - boot: a
+          - migrate: {from: a, to: b}
+          - verify: memory
+        """
+        let truthful = try await TwinRun.run(scenario)
+        let m = try #require(truthful.scenario.verifications.first { $0.kind == "memory" })
+        #expect(m.verdict == .pass && m.pagesChecked == 256, "\(m)")
+        #expect(m.readMethod == "frames" && m.bytesRead == 256 * 4096, "\(m)")
+        #expect(m.detail?.contains("the workload's 256 frames") == true, "\(m)")
+
+        var script = TwinScript()
+        script.framesReport = .shifted
+        let shifted = try await TwinRun.run(scenario, script: script)
+        let s = try #require(shifted.scenario.verifications.first { $0.kind == "memory" })
+        #expect(s.verdict == .fail && (s.badPages ?? 0) >= 1, "\(s)")
+        #expect(shifted.scenario.outcome == .failed)
+
+        script.framesReport = .missing
+        let missing = try await TwinRun.run(scenario, script: script)
+        let all = try #require(missing.scenario.verifications.first { $0.kind == "memory" })
+        #expect(all.verdict == .pass && all.readMethod == "ram", "\(all)")
+        #expect((all.bytesRead ?? 0) > 256 * 4096)
+        #expect(all.detail?.contains("frames file is unusable") == true, "\(all)")
+    }
+
     /// A migration that never converges is aborted at its step's deadline and the scenario
     /// fails (the system under test misbehaved; not a lab error), with the job's last
     /// statistics and the convergence picture kept.

@@ -3,7 +3,7 @@
  *
  * It runs inside the guest, so it is a small static C program with no runtime dependencies.
  *
- *   miglab-memtest [MiB] [status-file]
+ *   miglab-memtest [MiB] [status-file] [frames-file]
  *
  * Like QEMU's migration test, it increments a counter in every 4 KiB page of a buffer, page
  * after page, forever. At any instant, pages [0,k) hold N+1 and pages [k,n) hold N. Every page
@@ -30,6 +30,14 @@
  * The status file (tmpfs, MAP_SHARED, rewritten in place) lets the host see that the guest
  * runs, through the guest agent:
  *   "MIGLAB-MEMTEST pass=P page=I touched=T errors=E npages=N\n"
+ *
+ * The frames file tells the host where the buffer lies in guest physical memory, so that it
+ * reads only those frames, not all of guest RAM (the cost of a check then follows the
+ * workload's size, not the guest's). It is written before the status file exists:
+ *   "MIGLAB-MEMTEST-FRAMES npages=N runs=R\n" then R lines "FIRST_PFN COUNT\n" (decimal),
+ *   runs of consecutive frames in ascending order, COUNT summing to N.
+ * The host trusts it for nothing but where to look: every page found is still checked against
+ * its own header, and a page not found where the file says is missing.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -62,14 +70,56 @@ static uint64_t body_word(uint64_t index, uint64_t word) {
     return x ^ (x >> 29);
 }
 
-static uint64_t pfn_of(int pagemap, const void *addr) {
-    if (pagemap < 0) return MIGLAB_PFN_UNKNOWN;
-    uint64_t entry = 0;
-    off_t off = (off_t)((uintptr_t)addr / PAGE) * 8;
-    if (pread(pagemap, &entry, 8, off) != 8) return MIGLAB_PFN_UNKNOWN;
-    if (!(entry & (1ull << 63))) return MIGLAB_PFN_UNKNOWN; /* not present */
-    uint64_t pfn = entry & ((1ull << 55) - 1);
-    return pfn ? pfn : MIGLAB_PFN_UNKNOWN; /* 0 = hidden (no CAP_SYS_ADMIN) */
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The frame of every page, read from pagemap in large blocks: one pread per page costs a
+ * system call each, and under TCG 16384 of them take a noticeable part of a second. */
+static void read_frames(const unsigned char *buf, size_t npages, uint64_t *pfn) {
+    for (size_t i = 0; i < npages; i++) pfn[i] = MIGLAB_PFN_UNKNOWN;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY);
+    if (pagemap < 0) return;
+    const size_t block = 8192;
+    uint64_t entries[8192];
+    for (size_t i = 0; i < npages; i += block) {
+        size_t n = npages - i < block ? npages - i : block;
+        off_t off = (off_t)((uintptr_t)(buf + i * PAGE) / PAGE) * 8;
+        if (pread(pagemap, entries, n * 8, off) != (ssize_t)(n * 8)) break;
+        for (size_t k = 0; k < n; k++) {
+            uint64_t e = entries[k];
+            uint64_t f = e & ((1ull << 55) - 1);
+            /* not present, or 0 = hidden (no CAP_SYS_ADMIN) */
+            if ((e & (1ull << 63)) && f) pfn[i + k] = f;
+        }
+    }
+    close(pagemap);
+}
+
+/* Writes the frames file (see the top of this file); nothing when a frame is unknown. */
+static void write_frames(const char *path, const uint64_t *pfn, size_t npages) {
+    uint64_t *sorted = malloc(npages * sizeof *sorted);
+    if (!sorted) return;
+    memcpy(sorted, pfn, npages * sizeof *sorted);
+    qsort(sorted, npages, sizeof *sorted, cmp_u64);
+    if (sorted[npages - 1] == MIGLAB_PFN_UNKNOWN) { free(sorted); return; }
+    size_t runs = 1;
+    for (size_t i = 1; i < npages; i++) runs += sorted[i] != sorted[i - 1] + 1;
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) { free(sorted); return; }
+    fprintf(f, "MIGLAB-MEMTEST-FRAMES npages=%zu runs=%zu\n", npages, runs);
+    size_t start = 0;
+    for (size_t i = 1; i <= npages; i++) {
+        if (i == npages || sorted[i] != sorted[i - 1] + 1) {
+            fprintf(f, "%llu %zu\n", (unsigned long long)sorted[start], i - start);
+            start = i;
+        }
+    }
+    free(sorted);
+    if (fclose(f) == 0) rename(tmp, path);
 }
 
 static void write_sysctl(const char *path, const char *value) {
@@ -82,6 +132,7 @@ static void write_sysctl(const char *path, const char *value) {
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? strtoul(argv[1], 0, 0) : 64;
     const char *status_path = argc > 2 ? argv[2] : "/run/miglab-memtest.status";
+    const char *frames_path = argc > 3 ? argv[3] : "/run/miglab-memtest.frames";
     if (mib == 0) { fprintf(stderr, "miglab-memtest: buffer size must be > 0 MiB\n"); return 2; }
     size_t npages = mib * 1024 * 1024 / PAGE;
     uint64_t magic = magic_value();
@@ -93,13 +144,18 @@ int main(int argc, char **argv) {
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) { perror("miglab-memtest: mmap"); return 1; }
     madvise(buf, npages * PAGE, MADV_NOHUGEPAGE);
-    if (mlock(buf, npages * PAGE)) perror("miglab-memtest: mlock (continuing)");
-    for (size_t i = 0; i < npages; i++) buf[i * PAGE] = 0; /* fault every page in */
+    /* mlock faults every page in. */
+    if (mlock(buf, npages * PAGE)) {
+        perror("miglab-memtest: mlock (continuing)");
+        for (size_t i = 0; i < npages; i++) buf[i * PAGE] = 0; /* fault every page in */
+    }
 
-    int pagemap = open("/proc/self/pagemap", O_RDONLY);
+    uint64_t *frames = malloc(npages * sizeof *frames);
+    if (!frames) { perror("miglab-memtest: malloc"); return 1; }
+    read_frames(buf, npages, frames);
     for (size_t i = 0; i < npages; i++) {
         unsigned char *p = buf + i * PAGE;
-        uint64_t pfn = pfn_of(pagemap, p);
+        uint64_t pfn = frames[i];
         *(uint32_t *)p = 0;
         *(uint32_t *)(p + 4) = 0;
         *(uint64_t *)(p + 8) = magic;
@@ -109,7 +165,8 @@ int main(int argc, char **argv) {
         *(uint64_t *)(p + 40) = check_word(magic, i, pfn, npages);
         for (uint64_t w = 6; w < PAGE / 8; w++) ((uint64_t *)p)[w] = body_word(i, w);
     }
-    if (pagemap >= 0) close(pagemap);
+    write_frames(frames_path, frames, npages);
+    free(frames);
 
     char *status = 0;
     int sfd = open(status_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
