@@ -30,7 +30,7 @@ public struct VirtualHostKernelBuilder: Sendable {
     /// VFIO_CONTAINER=y, KVM; mtty migrates since 6.7). Pinned so every run boots the same kernel.
     public static let defaultPackageVersion = "6.12.95-1~bpo12+1"
     /// Bump when the layout changes in a way the inputs do not show.
-    static let layoutVersion = "miglab-l1-1"
+    static let layoutVersion = "miglab-l1-2"
     /// Modules the L1 initramfs loads before it can mount its root.
     static let initramfsModules = ["netfs", "9pnet", "9pnet_virtio", "9p", "overlay"]
 
@@ -190,7 +190,11 @@ public struct VirtualHostKernelBuilder: Sendable {
         let initramfs = "\(dir)/l1-initrd.cpio"
         try archive.finish().write(to: URL(fileURLWithPath: initramfs))
 
-        let k = VirtualHostKernel(release: p.release, packageVersion: p.version, root: root, kernel: kernel,
+        // L1 boots the ELF kernel through its PVH entry when it has one: no decompression under
+        // TCG (the same saving as the guests', GuestImageBuilder).
+        var bootKernel = kernel
+        if (try? KernelImage.unpackPVHKernel(bzImage: kernel, to: "\(dir)/vmlinux", scratch: work)) == true { bootKernel = "\(dir)/vmlinux" }
+        let k = VirtualHostKernel(release: p.release, packageVersion: p.version, root: root, kernel: bootKernel,
                                   initramfs: initramfs, mttyModule: mtty, hash: hash)
         try JSONEncoder().encode(k).write(to: URL(fileURLWithPath: manifest))
         logger.info("virtual host kernel \(p.release): mtty.ko built, L1 initramfs \(archive.size / 1024) KiB")
