@@ -20,6 +20,30 @@ struct Miglab: AsyncParsableCommand {
         guard version else { throw CleanExit.helpRequest(self) }
         print(VersionInfo.text())
     }
+
+    /// ArgumentParser's entry point, after `GLibSliceAllocator.turnOff()`.
+    static func main() async {
+        GLibSliceAllocator.turnOff()
+        await main(nil)
+    }
+}
+
+/// GLib 2.74 (Debian 12's, under libvirt's client library) hands out small blocks from
+/// per-thread magazines of its slice allocator. miglab makes libvirt calls from many
+/// short-lived threads, and its test process has died twice in `g_slice_alloc` on such a
+/// thread (a corrupted magazine); GLib 2.76 and later use plain malloc instead. With
+/// `G_SLICE=always-malloc` GLib 2.74 does the same. GLib reads the variable in its load-time
+/// constructor, before any Swift code runs, so miglab sets it and executes itself again
+/// (`execv` of /proc/self/exe: same pid, same arguments). A G_SLICE the user set is kept.
+enum GLibSliceAllocator {
+    static func turnOff() {
+        guard getenv("G_SLICE") == nil else { return }
+        setenv("G_SLICE", "always-malloc", 1)
+        var argv: [UnsafeMutablePointer<CChar>?] = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", &argv)
+        // Only reached when the exec failed: run on with the slice allocator, as before.
+        for p in argv { free(p) }
+    }
 }
 
 /// Logging to stderr; --verbose for debug.
