@@ -61,6 +61,15 @@ final class ScenarioExecution: @unchecked Sendable {
     var deviceRefs: [GuestDeviceRef] = []
     /// Device identities seen after boot, by device name.
     var deviceBaseline: [String: DeviceInfo] = [:]
+    /// The guest's RAM and where the workload's pages lie, read at the first memory check after
+    /// a boot (see `readWorkloadPages`).
+    var guestMemoryMap: GuestMemoryMap?
+    struct GuestMemoryMap {
+        var ram: [(start: UInt64, length: UInt64)]
+        var frames: WorkloadFrames?
+        /// Why the frames were not used, when they were not.
+        var refused: String
+    }
     /// Device state snapshots taken on the source right before the last migration.
     var devicesBeforeMigration: [String: DeviceSnapshot] = [:]
     /// How many times serial devices' scratch registers were given fresh values (one per
@@ -346,6 +355,7 @@ final class ScenarioExecution: @unchecked Sendable {
         let events = try h.hypervisor.domainEvents()
         progress.show("[\(scenario.name)] boot on \(b.host)")
         location = b.host
+        guestMemoryMap = nil
         // The guest agent connects once the guest has booted: wait for libvirt's event; a guest
         // that stops or crashes first ends the wait at once. A guest whose QEMU dies while it
         // boots (QEMU 10.0 under TCG has aborted on an assertion there, rarely) is started once
@@ -393,7 +403,9 @@ final class ScenarioExecution: @unchecked Sendable {
             }
         }
         let workloadReady = clock.now
-        for d in deviceRefs {
+        // The devices' identities after boot are what `verify: devices` compares against; a
+        // scenario that never verifies devices does not wait for them (a guest-exec each).
+        for d in checksDevices ? deviceRefs : [] {
             deviceBaseline[d.name] = try await retry(until: deadline, what: "device \(d.name) in the guest") {
                 try await self.deviceInfo(agent, selector: d.selector, until: deadline)
             }
@@ -466,7 +478,7 @@ final class ScenarioExecution: @unchecked Sendable {
             return r
         }
         let expectedPages = scenario.guest.workloadMiB * 1024 * 1024 / MemoryOracle.pageSize
-        let read = try await readWorkloadPages(dom, agent: agent, expectedPages: UInt64(expectedPages))
+        let read = try await readWorkloadPages(dom, host: h.name, agent: agent, expectedPages: UInt64(expectedPages))
         let pages = read.pages
         let readThrough = read.note
         r.readMethod = read.method.rawValue
@@ -505,32 +517,41 @@ final class ScenarioExecution: @unchecked Sendable {
     ///   guest is small next to its workload (a dump moves about ten times the bytes per
     ///   second that peeking does, measured on the built-in lab);
     /// - all of RAM through `virDomainMemoryPeek` when the frames file is missing or refused.
-    func readWorkloadPages(_ dom: any GuestDomain, agent: GuestAgent, expectedPages: UInt64) async throws
+    ///
+    /// The guest's RAM map and the frames are read once per boot, at the first check: the
+    /// workload's pages are locked and never move, and a migration keeps guest physical
+    /// addresses.
+    func readWorkloadPages(_ dom: any GuestDomain, host: String, agent: GuestAgent, expectedPages: UInt64) async throws
         -> (pages: [MemoryOracle.Page], method: MemoryReadMethod, bytes: UInt64, seconds: Double, note: String) {
-        let iomem = try await agent.readFile("/proc/iomem", maxBytes: 1 << 20)
-        let ram = try MemoryImage.systemRAM(iomem: String(decoding: iomem, as: UTF8.self))
-        let ramBytes = ram.reduce(0) { $0 + $1.length }
-        var frames: WorkloadFrames?
-        var refused = ""
-        do {
-            let text = try await agent.readFile(WorkloadFrames.path, maxBytes: 16 << 20)
-            let f = try WorkloadFrames.parse(String(decoding: text, as: UTF8.self))
-            if f.pageCount != expectedPages {
-                refused = "the workload's frames file lists \(f.pageCount) pages, not \(expectedPages)"
-            } else if !f.lies(within: ram) {
-                refused = "the workload's frames file points outside the guest's RAM"
-            } else {
-                frames = f
+        if guestMemoryMap == nil {
+            let iomem = try await agent.readFile("/proc/iomem", maxBytes: 1 << 20)
+            let ram = try MemoryImage.systemRAM(iomem: String(decoding: iomem, as: UTF8.self))
+            var frames: WorkloadFrames?
+            var refused = ""
+            do {
+                let text = try await agent.readFile(WorkloadFrames.path, maxBytes: 16 << 20)
+                let f = try WorkloadFrames.parse(String(decoding: text, as: UTF8.self))
+                if f.pageCount != expectedPages {
+                    refused = "the workload's frames file lists \(f.pageCount) pages, not \(expectedPages)"
+                } else if !f.lies(within: ram) {
+                    refused = "the workload's frames file points outside the guest's RAM"
+                } else {
+                    frames = f
+                }
+            } catch {
+                refused = "the workload's frames file is unusable (\(error))"
             }
-        } catch {
-            refused = "the workload's frames file is unusable (\(error))"
+            guestMemoryMap = GuestMemoryMap(ram: ram, frames: frames, refused: refused)
         }
+        guard let map = guestMemoryMap else { throw RunnerError.step("the guest's memory map is unknown") }
+        let (ram, frames, refused) = (map.ram, map.frames, map.refused)
+        let ramBytes = ram.reduce(0) { $0 + $1.length }
         let regions = frames?.regions() ?? ram
         let regionBytes = regions.reduce(0) { $0 + $1.length }
         let clock = ContinuousClock()
         let started = clock.now
         if let shared = lab.sharedScratchDirectory, regionBytes * 10 > ramBytes {
-            let dump = "\(shared)/\(domainName).\(location ?? "host").core"
+            let dump = "\(shared)/\(domainName).\(host).core"
             try? FileManager.default.removeItem(atPath: dump)
             try dom.suspend()
             defer { try? FileManager.default.removeItem(atPath: dump) }
