@@ -98,7 +98,8 @@ public enum GuestImageStaging {
         try pool.refresh()
         let tag = String(image.hash.prefix(16))
         var paths: [String] = []
-        for (file, suffix) in [(image.kernel, "vmlinuz"), (image.initrd, "initrd.img")] {
+        // The kernel keeps its file name: vmlinux (the ELF booted through PVH) or vmlinuz.
+        for (file, suffix) in [(image.kernel, (image.kernel as NSString).lastPathComponent), (image.initrd, "initrd.img")] {
             let name = "miglab-\(tag)-\(suffix)"
             let size = try FileManager.default.attributesOfItem(atPath: file)[.size] as? UInt64 ?? 0
             if let volume = try pool.volume(named: name) {

@@ -546,7 +546,7 @@ final class ScenarioExecution: @unchecked Sendable {
         guard let map = guestMemoryMap else { throw RunnerError.step("the guest's memory map is unknown") }
         let (ram, frames, refused) = (map.ram, map.frames, map.refused)
         let ramBytes = ram.reduce(0) { $0 + $1.length }
-        let regions = frames?.regions() ?? ram
+        let regions = frames?.regions(ram: ram) ?? ram
         let regionBytes = regions.reduce(0) { $0 + $1.length }
         let clock = ContinuousClock()
         let started = clock.now

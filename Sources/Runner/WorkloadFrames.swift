@@ -61,13 +61,18 @@ struct WorkloadFrames: Equatable, Sendable {
         return WorkloadFrames(pageCount: npages, runs: runs)
     }
 
-    /// The byte ranges to read: the runs, with gaps of at most `gapPages` read through, since
-    /// one read of a few pages more costs less than another `virDomainMemoryPeek` call.
-    func regions(gapPages: UInt64 = 16) -> [(start: UInt64, length: UInt64)] {
+    /// The byte ranges to read: the runs, with gaps of at most `gapPages` read through when the
+    /// gap is guest RAM (`ram`, when given), since one read of a few pages more costs less than
+    /// another `virDomainMemoryPeek` call, and a hole in the memory map is never read.
+    func regions(gapPages: UInt64 = 16, ram: [(start: UInt64, length: UInt64)]? = nil) -> [(start: UInt64, length: UInt64)] {
         var out: [(start: UInt64, length: UInt64)] = []
         let page: UInt64 = 4096
+        func isRAM(_ a: UInt64, _ b: UInt64) -> Bool {
+            ram.map { $0.contains { a >= $0.start && b <= $0.start + $0.length } } ?? true
+        }
         for r in runs {
-            if let last = out.last, r.first * page <= last.start + last.length + gapPages * page {
+            if let last = out.last, r.first * page <= last.start + last.length + gapPages * page,
+               isRAM(last.start + last.length, r.first * page) {
                 out[out.count - 1].length = (r.first + r.count) * page - last.start
             } else {
                 out.append((r.first * page, r.count * page))

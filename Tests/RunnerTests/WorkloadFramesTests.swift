@@ -12,6 +12,8 @@ struct WorkloadFramesTests {
         #expect(r.map(\.start) == [100 * 4096, 1000 * 4096])
         #expect(r.map(\.length) == [13 * 4096, 2 * 4096])   // frames 100..<113 read as one
         #expect(f.regions(gapPages: 0).count == 3)
+        // A gap that is a hole in the guest's memory map is not read through.
+        #expect(f.regions(gapPages: 16, ram: [(start: 0, length: 105 * 4096), (start: 108 * 4096, length: 2000 * 4096)]).count == 3)
         #expect(f.lies(within: [(start: 0, length: 2000 * 4096)]))
         #expect(!f.lies(within: [(start: 0, length: 1001 * 4096)]))
     }
