@@ -155,18 +155,8 @@ public struct GuestImageBuilder: GuestImageSource {
         let initrd = "\(dir)/initrd.cpio"
         try? fm.removeItem(atPath: kernel)
         try fm.copyItem(atPath: "\(pkgRoot)/boot/vmlinuz-\(kernelVersion)", toPath: kernel)
-        // The ELF kernel inside the bzImage, booted through its PVH entry: QEMU loads it as it
-        // is and the guest skips the bzImage's decompressor, 4.4 s of a 10 s boot under TCG
-        // (measured). A kernel without a PVH entry boots as the bzImage.
-        let elfKernel = "\(dir)/vmlinux"
-        try? fm.removeItem(atPath: elfKernel)
-        var bootKernel = kernel
-        do {
-            if try KernelImage.unpackPVHKernel(bzImage: kernel, to: elfKernel, scratch: work) { bootKernel = elfKernel }
-            else { logger.info("the guest kernel has no PVH entry: booting the bzImage") }
-        } catch {
-            logger.warning("cannot unpack the guest kernel's ELF image (\(error)): booting the bzImage")
-        }
+        let bootKernel = KernelImage.bootable(bzImage: kernel, elf: "\(dir)/vmlinux", scratch: work,
+                                              what: "the guest kernel", logger: logger)
         var archive = CPIOArchive()
         try archive.addTree(root: r)
         try archive.finish().write(to: URL(fileURLWithPath: initrd))
@@ -265,12 +255,15 @@ public struct GuestImageBuilder: GuestImageSource {
         let base = try moduleLoadOrder(always, modulesDep: modulesDep, builtin: builtin)
         var patterns: [String: [String]] = [:]   // path -> patterns
         var order = base
+        // module name -> its PCI aliases, from "alias pci:PATTERN MODULE" lines.
+        var pciAliases: [String: [String]] = [:]
+        for line in aliases.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count == 3, f[0] == "alias", f[1].hasPrefix("pci:") else { continue }
+            pciAliases[moduleName(String(f[2])), default: []].append(String(f[1]))
+        }
         for name in onDevice {
-            let pci = aliases.split(separator: "\n").compactMap { line -> String? in
-                let f = line.split(separator: " ")
-                guard f.count == 3, f[0] == "alias", f[1].hasPrefix("pci:"), moduleName(String(f[2])) == name else { return nil }
-                return String(f[1])
-            }
+            let pci = pciAliases[name] ?? []
             let chain = try moduleLoadOrder([name], modulesDep: modulesDep, builtin: builtin)
             guard !chain.isEmpty else { continue }   // built in
             guard !pci.isEmpty else {

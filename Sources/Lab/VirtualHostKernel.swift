@@ -190,10 +190,9 @@ public struct VirtualHostKernelBuilder: Sendable {
         let initramfs = "\(dir)/l1-initrd.cpio"
         try archive.finish().write(to: URL(fileURLWithPath: initramfs))
 
-        // L1 boots the ELF kernel through its PVH entry when it has one: no decompression under
-        // TCG (the same saving as the guests', GuestImageBuilder).
-        var bootKernel = kernel
-        if (try? KernelImage.unpackPVHKernel(bzImage: kernel, to: "\(dir)/vmlinux", scratch: work)) == true { bootKernel = "\(dir)/vmlinux" }
+        // L1 boots the ELF kernel through its PVH entry when it has one, like the guests.
+        let bootKernel = KernelImage.bootable(bzImage: kernel, elf: "\(dir)/vmlinux", scratch: work,
+                                              what: "the L1 kernel", logger: logger)
         let k = VirtualHostKernel(release: p.release, packageVersion: p.version, root: root, kernel: bootKernel,
                                   initramfs: initramfs, mttyModule: mtty, hash: hash)
         try JSONEncoder().encode(k).write(to: URL(fileURLWithPath: manifest))

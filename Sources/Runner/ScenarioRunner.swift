@@ -553,32 +553,32 @@ final class ScenarioExecution: @unchecked Sendable {
         if let shared = lab.sharedScratchDirectory, regionBytes * 10 > ramBytes {
             let dump = "\(shared)/\(domainName).\(host).core"
             try? FileManager.default.removeItem(atPath: dump)
-            try dom.suspend()
             defer { try? FileManager.default.removeItem(atPath: dump) }
-            do {
-                try await dom.dumpMemory(to: dump)
-            } catch {
-                try? dom.resume()
-                throw error
-            }
-            try dom.resume()
+            try await Self.whilePaused(dom) { try await dom.dumpMemory(to: dump) }
             let pages = try MemoryImage.workloadPages(elfCoreAt: dump)
             return (pages, .dump, ramBytes, (clock.now - started) / .seconds(1), "")
         }
-        try dom.suspend()
-        let pages: [MemoryOracle.Page]
-        do {
-            pages = try await Self.peekWorkloadPages(dom, regions: regions)
-        } catch {
-            try? dom.resume()
-            throw error
-        }
-        try dom.resume()
+        let pages = try await Self.whilePaused(dom) { try await Self.peekWorkloadPages(dom, regions: regions) }
         let seconds = (clock.now - started) / .seconds(1)
         let mib = regionBytes >> 20
         let note = frames.map { " (the workload's \($0.pageCount) frames, \(mib) MiB in \(regions.count) ranges, read through virDomainMemoryPeek)" }
             ?? " (all \(mib) MiB of guest RAM read through virDomainMemoryPeek: \(refused))"
         return (pages, frames == nil ? .ram : .frames, regionBytes, seconds, note)
+    }
+
+    /// Runs `body` with the guest paused (`virDomainSuspend`), so its memory holds still, and
+    /// resumes it afterwards, also when `body` throws.
+    static func whilePaused<T>(_ dom: any GuestDomain, _ body: () async throws -> T) async throws -> T {
+        try dom.suspend()
+        let result: T
+        do {
+            result = try await body()
+        } catch {
+            try? dom.resume()
+            throw error
+        }
+        try dom.resume()
+        return result
     }
 
     /// The workload pages of the given RAM regions, read with `virDomainMemoryPeek`.

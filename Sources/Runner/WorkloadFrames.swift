@@ -43,7 +43,7 @@ struct WorkloadFrames: Equatable, Sendable {
         for (i, line) in lines.dropFirst().enumerated() where !line.isEmpty {
             let f = line.split(separator: " ")
             guard f.count == 2, let first = UInt64(f[0]), let count = UInt64(f[1]), count > 0,
-                  first <= UInt64.max / 4096 - count else {
+                  first <= UInt64.max / page - count else {
                 throw FormatError(description: "\(path) line \(i + 2): `\(line.prefix(60))` is not FIRST_PFN COUNT")
             }
             if let last = runs.last, first < last.first + last.count {
@@ -66,16 +66,12 @@ struct WorkloadFrames: Equatable, Sendable {
     /// another `virDomainMemoryPeek` call, and a hole in the memory map is never read.
     func regions(gapPages: UInt64 = 16, ram: [(start: UInt64, length: UInt64)]? = nil) -> [(start: UInt64, length: UInt64)] {
         var out: [(start: UInt64, length: UInt64)] = []
-        let page: UInt64 = 4096
-        func isRAM(_ a: UInt64, _ b: UInt64) -> Bool {
-            ram.map { $0.contains { a >= $0.start && b <= $0.start + $0.length } } ?? true
-        }
         for r in runs {
-            if let last = out.last, r.first * page <= last.start + last.length + gapPages * page,
-               isRAM(last.start + last.length, r.first * page) {
-                out[out.count - 1].length = (r.first + r.count) * page - last.start
+            if let last = out.last, r.first * Self.page <= last.start + last.length + gapPages * Self.page,
+               ram.map({ Self.isRAM(last.start + last.length, r.first * Self.page, in: $0) }) ?? true {
+                out[out.count - 1].length = (r.first + r.count) * Self.page - last.start
             } else {
-                out.append((r.first * page, r.count * page))
+                out.append((r.first * Self.page, r.count * Self.page))
             }
         }
         return out
@@ -83,9 +79,13 @@ struct WorkloadFrames: Equatable, Sendable {
 
     /// Whether every run lies inside the guest's RAM (its /proc/iomem System RAM).
     func lies(within ram: [(start: UInt64, length: UInt64)]) -> Bool {
-        runs.allSatisfy { r in
-            let a = r.first * 4096, b = (r.first + r.count) * 4096
-            return ram.contains { a >= $0.start && b <= $0.start + $0.length }
-        }
+        runs.allSatisfy { Self.isRAM($0.first * Self.page, ($0.first + $0.count) * Self.page, in: ram) }
+    }
+
+    private static let page = UInt64(MemoryOracle.pageSize)
+
+    /// Whether the bytes [a, b) lie inside one range of `ram`.
+    private static func isRAM(_ a: UInt64, _ b: UInt64, in ram: [(start: UInt64, length: UInt64)]) -> Bool {
+        ram.contains { a >= $0.start && b <= $0.start + $0.length }
     }
 }
