@@ -436,6 +436,13 @@ extension RunResult {
         let passed = scenarios.filter { $0.outcome == .passed }.count
         out.append("\(passed) of \(scenarios.count) scenarios passed; run \(outcome.rawValue) in \(String(format: "%.1f", durationSeconds)) s"
                    + (message.map { " (\($0))" } ?? ""))
+        // The last line is what a CI log shows first; a long run's one failure is named there
+        // rather than left somewhere in hundreds of lines above it.
+        let notPassed = scenarios.filter { $0.outcome != .passed }
+        if !notPassed.isEmpty {
+            out.append("not passed: " + notPassed.map { "\($0.name)\($0.attempt.map { " (run \($0))" } ?? "") \($0.outcome.rawValue)" }
+                .joined(separator: ", "))
+        }
         // For a terminal: no escape sequence of a guest's or a journal's reaches it raw.
         return SafeText.lines(out.joined(separator: "\n"), limit: 1_000_000)
     }

@@ -25,7 +25,7 @@ extension BuiltinLabTests {
         var shardNames: [Set<String>] = []
         for k in 1...2 {
             let r = try Smoke.run(["run"] + library + ["--shard", "\(k)/2", "--artifacts", "\(base)/shard-\(k)"])
-            #expect(r.status == 0, "miglab run --shard \(k)/2 failed:\n\(r.out)\n\(r.err)")
+            #expect(r.status == 0, "\(Smoke.failure("miglab run --shard \(k)/2", r))")
             let shard = try results("\(base)/shard-\(k)/results.json")
             shardNames.append(Set(((shard["scenarios"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }))
         }

@@ -21,7 +21,7 @@ extension BuiltinLabTests {
         defer { if !wasUp { _ = try? Smoke.run(["lab", "down"]) } }
 
         let r = try Smoke.run(["run", "--lab", lab, "scenarios/smoke.yaml", "--artifacts", "\(dir)/run", "--json", "\(dir)/results.json"])
-        #expect(r.status == 0, "miglab run --lab failed:\n\(r.out)\n\(r.err)")
+        #expect(r.status == 0, "\(Smoke.failure("miglab run --lab", r))")
         let data = try #require(FileManager.default.contents(atPath: "\(dir)/results.json"))
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let s = try #require((json["scenarios"] as? [[String: Any]])?.first)

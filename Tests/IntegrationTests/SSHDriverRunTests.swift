@@ -141,7 +141,7 @@ extension BuiltinLabTests {
         #expect(v.status == 0, "\(v.out)\n\(v.err)")
 
         let r = try Smoke.run(["run", "--lab", lab] + faults + ["--artifacts", "\(dir)/run", "--json", "\(dir)/results.json"])
-        #expect(r.status == 0, "miglab run --lab (ssh) failed:\n\(r.out)\n\(r.err)")
+        #expect(r.status == 0, "\(Smoke.failure("miglab run --lab (ssh)", r))")
         let data = try #require(FileManager.default.contents(atPath: "\(dir)/results.json"))
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let scenarios = try #require(json["scenarios"] as? [[String: Any]])
@@ -204,7 +204,7 @@ extension BuiltinLabTests {
 
         let r = try Smoke.run(["run", "--lab", "\(dir)/lab.yaml", "scenarios/faults/corrupt-stream-header.yaml",
                                "--artifacts", "\(dir)/run", "--json", "\(dir)/results.json"])
-        #expect(r.status == 0, "corrupt_stream through the runner's proxy failed:\n\(r.out)\n\(r.err)")
+        #expect(r.status == 0, "\(Smoke.failure("corrupt_stream through the runner's proxy", r))")
         let journal = try String(contentsOfFile: "\(dir)/run/journal.jsonl", encoding: .utf8)
         #expect(journal.contains("corrupt_stream damaged the stream"), "no proxy expectation in the journal")
         let proxyFlips = journal.split(separator: "\n").first { $0.contains("\"proxy_flips\"") }

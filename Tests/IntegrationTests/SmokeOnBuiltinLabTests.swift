@@ -29,6 +29,29 @@ extension BuiltinLabTests {
         try spawn([miglab] + args)
     }
 
+    /// A failed run's output for an expectation's message, the scenarios that did not pass
+    /// first: a CI log keeps only the start and the end of a long message, and a library run's
+    /// one failing scenario sits in its middle. Then every scenario's first line, the end of
+    /// the log (standard error), and the whole output.
+    static func failure(_ what: String, _ r: (status: Int32, out: String, err: String)) -> String {
+        var blocks: [[Substring]] = []
+        for line in r.out.split(separator: "\n", omittingEmptySubsequences: false) {
+            if !line.hasPrefix(" "), line.split(separator: " ").count >= 2, let mark = line.split(separator: " ").first,
+               ["PASS", "FAIL", "INTERRUPTED", "INCOMPLETE", "ERROR"].contains(mark) {
+                blocks.append([line])
+            } else if !blocks.isEmpty {
+                blocks[blocks.count - 1].append(line)
+            }
+        }
+        let failed = blocks.filter { !$0[0].hasPrefix("PASS") }
+        let log = r.err.split(separator: "\n").suffix(40)
+        return (["\(what) exited \(r.status); scenarios that did not pass:"]
+                + failed.flatMap { $0 }
+                + ["-- every scenario:"] + blocks.map { $0[0] }
+                + ["-- the end of standard error:"] + log
+                + ["-- the whole output:", Substring(r.out)]).joined(separator: "\n")
+    }
+
     /// Runs any program in the repository root, the same way.
     static func spawn(_ command: [String]) throws -> (status: Int32, out: String, err: String) {
         let base = NSTemporaryDirectory() + "miglab-cmd-\(UUID().uuidString)"
@@ -59,7 +82,7 @@ extension BuiltinLabTests {
         #expect(FileManager.default.isExecutableFile(atPath: Self.miglab), "build miglab first (swift build)")
         let dir = NSTemporaryDirectory() + "miglab-smoke-\(UUID().uuidString)"
         let r = try Self.run(["run", "scenarios/smoke.yaml", "--artifacts", dir, "--json", dir + "-results.json"])
-        #expect(r.status == 0, "miglab run failed:\n\(r.out)\n\(r.err)")
+        #expect(r.status == 0, "\(Self.failure("miglab run", r))")
         let data = try #require(FileManager.default.contents(atPath: dir + "-results.json"))
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         #expect(json["outcome"] as? String == "passed")

@@ -12,7 +12,7 @@ extension BuiltinLabTests {
         _ = try Smoke.run(["lab", "down"])
         let dir = NSTemporaryDirectory() + "miglab-vfio-\(UUID().uuidString)"
         let r = try Smoke.run(["run", "--vfio", "scenarios/vfio/mtty-pingpong.yaml", "--artifacts", dir])
-        #expect(r.status == 0, "miglab run --vfio failed:\n\(r.out)\n\(r.err)")
+        #expect(r.status == 0, "\(Smoke.failure("miglab run --vfio", r))")
         let data = try #require(FileManager.default.contents(atPath: dir + "/results.json"))
         let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         #expect(json["outcome"] as? String == "passed")

@@ -122,7 +122,10 @@ struct RunResultTests {
         // ... and neither is a run_finished that says passed.
         #expect(f.message == "the journal's run_finished says passed, its scenarios say failed")
         #expect(f.text().contains("(the journal's run_finished says passed, its scenarios say failed)"))
+        // The text's last line names what did not pass; a passed run has no such line.
+        #expect(f.text().split(separator: "\n").last.map(String.init) == "not passed: \(f.scenarios[0].name) failed")
         #expect(RunResult(journal: passedRun).message == nil)
+        #expect(!RunResult(journal: passedRun).text().contains("not passed"))
 
         var labError = passedRun
         labError.insert(ev(.error, 9.5) { $0.outcome = .error; $0.message = "cannot connect" }, at: 7)
