@@ -174,6 +174,8 @@ public final class TwinDomain: GuestDomain {
 
     public func state() throws -> (state: DomainState, reason: Int32) {
         try host.checkUp()
+        let slow = script.stateCallDuringMigrationMs
+        if slow > 0, model.withLock({ $0.job != nil }) { Thread.sleep(forTimeInterval: Double(slow) / 1000) }
         return model.withLock { ($0.domainState, $0.reason) }
     }
 

@@ -86,6 +86,9 @@ public struct TwinScript: Sendable {
     public var daemonRestartMs = 100
     /// miglab-guestctl's report of an FLR or reset loop.
     public var guestctlReport = "MIGLAB-GUESTCTL resets=3 failures=0 driver=virtio-pci"
+    /// While a migration runs, `virDomainGetState` on its source answers this much later (0:
+    /// at once). libvirt 9.0 on the built-in lab answered after 5 s about once per migration.
+    public var stateCallDuringMigrationMs = 0
     /// What the workload's frames file says. `truthful`: where its pages are; `shifted`: one
     /// frame off (a guest that lies about where to look must fail, never pass); `missing`: no
     /// file (the check then reads all of guest RAM).

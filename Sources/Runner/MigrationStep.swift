@@ -145,6 +145,11 @@ extension ScenarioExecution {
         // gone (libvirt keeps none for it), and its convergence picture must not be.
         var lastActiveStats: JobStats?
         var crashed = false
+        // The job's statistics and the source's state are read on a thread of their own: a
+        // slow libvirt call must not hold up the triggers, the deadline or Ctrl-C.
+        let sampler = JobSampler(domain: dom, interval: Self.pollInterval)
+        defer { sampler.stop() }
+        var lastSampleJournaled = 0
         while !done.isSet {
             // A host whose kernel broke answers no libvirt call: look before asking (once a
             // second; the lab reads the host's console), and stop waiting for the job.
@@ -160,18 +165,19 @@ extension ScenarioExecution {
             await sleepIgnoringCancellation(Self.pollInterval)
             if done.isSet { break }
             let nowMs = (ContinuousClock.now - t0).seconds * 1000
-            let stats = try? dom.jobStats()
+            let stats = sampler.stats.stats
             if let s = stats, s.isActive {
                 lastActiveStats = s
-                if nowMs - lastJournaled >= 100 {
-                    var e = event(.migrationProgress)
-                    e.progress = MigrationStats(s)
-                    e.progress?.phase = MigrationPhase.of(sourceRunning: (try? dom.state().state) == .running, stats: s)
-                    if e.progress?.phase == .preCopy { lastPreCopyVFIO = s.vfioDataTransferredBytes }
-                    journal.record(e)
-                    lastJournaled = nowMs
-                }
                 progress.show(label + "  " + ProgressLine.describe(s))
+            }
+            if let sample = sampler.sample, let s = sample.stats, sample.number > lastSampleJournaled, nowMs - lastJournaled >= 100 {
+                var e = event(.migrationProgress)
+                e.progress = MigrationStats(s)
+                e.progress?.phase = MigrationPhase.of(sourceRunning: sample.sourceRunning == true, stats: s)
+                if e.progress?.phase == .preCopy { lastPreCopyVFIO = s.vfioDataTransferredBytes }
+                journal.record(e)
+                lastJournaled = nowMs
+                lastSampleJournaled = sample.number
             }
             for f in faults where shouldFire(f, stats: stats, nowMs: nowMs) {
                 let firedMs = (ContinuousClock.now - t0).seconds * 1000
@@ -197,6 +203,7 @@ extension ScenarioExecution {
                 try? dom.abortJob()
             }
         }
+        sampler.stop()
         if crashed {
             progress.clear()
             var record = MigrationRecord(from: m.from, to: m.to, outcome: .failed, stats: MigrationStats(),

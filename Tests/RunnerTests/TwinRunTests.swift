@@ -206,6 +206,30 @@ struct TwinRun {
         #expect(r.scenario.verifications.contains { $0.kind == "memory" && $0.host == "a" && ($0.detail ?? "").contains("after the failed migration") })
     }
 
+    /// A libvirt call that answers late never delays a fault: the source's state is read
+    /// (for the journal's phase) by the job sampler, not by the loop that fires the faults.
+    /// Here it answers only after the whole migration; an abort due 200 ms in still ends it.
+    @Test func aSlowLibvirtCallDoesNotHoldUpAFault() async throws {
+        var script = TwinScript()
+        script.migrationMs = 1500
+        script.stateCallDuringMigrationMs = 4000
+        let r = try await TwinRun.run("""
+        name: twin-slow-state
+        \(Self.guest)
+        steps:
+          - boot: a
+          - migrate:
+              from: a
+              to: b
+              faults: [{abort: {at: {after_ms: 200}}}]
+              expect: {outcome: aborted, guest: {on: source, state: running}}
+        """, script: script)
+        #expect(r.passed, "\(r.scenario.expectations)")
+        #expect(r.scenario.migrations.map(\.outcome) == [.aborted])
+        let fault = try #require(r.scenario.faults.first { $0.kind == "abort" })
+        #expect(fault.result == "ok")
+    }
+
     /// An outcome other than the step's expectation fails the scenario and skips what follows.
     @Test func anUnexpectedOutcomeFailsAndSkipsTheRest() async throws {
         var script = TwinScript()
