@@ -89,8 +89,12 @@ final class TwinJob: Sendable {
         self.destination = destination
     }
 
+    /// When the job failed or was aborted (its figures are zero from then on).
+    let failedAt = Mutex<ContinuousClock.Instant?>(nil)
+
     func fail(code: Int32, message: String) {
         outcome.withLock { if $0 == nil { $0 = (code, message) } }
+        failedAt.withLock { $0 = $0 ?? .now }
     }
 
     var elapsedMs: Double {
@@ -100,6 +104,9 @@ final class TwinJob: Sendable {
 
     /// The statistics libvirt would report now.
     func stats(_ script: TwinScript, completed: Bool = false) -> JobStats {
+        if !completed, failedAt.withLock({ $0 }) != nil {
+            return JobStats(type: JobStats.typeUnbounded, fields: [JobStats.Field.timeElapsed: .uint(UInt64(elapsedMs))])
+        }
         let total = UInt64(script.guestMemoryMiB) << 20
         let ms = elapsedMs
         let fraction = completed ? 1 : min(0.98, script.neverConverges ? 0.9 : ms / Double(max(1, script.migrationMs)))
@@ -230,6 +237,7 @@ public final class TwinDomain: GuestDomain {
         destination.add(incoming)
         while true {
             if let failure = job.outcome.withLock({ $0 }) {
+                if script.cancellingMs > 0 { try? await Task.sleep(for: .milliseconds(script.cancellingMs)) }
                 if !script.leavesGuestOnDestinationAfterFailure { destination.remove(name) }
                 throw LibvirtError(code: failure.code, domain: 10, message: failure.message, operation: "virDomainMigrateToURI3(\(name))")
             }

@@ -89,6 +89,10 @@ public struct TwinScript: Sendable {
     /// While a migration runs, `virDomainGetState` on its source answers this much later (0:
     /// at once). libvirt 9.0 on the built-in lab answered after 5 s about once per migration.
     public var stateCallDuringMigrationMs = 0
+    /// After a failure or an abort the job stays active this long with its figures gone back
+    /// to zero, as QEMU's do while it cancels (seen with libvirt 9.0 and QEMU 10 at a step's
+    /// deadline: one sample with 8077 ms elapsed and nothing sent).
+    public var cancellingMs = 0
     /// What the workload's frames file says. `truthful`: where its pages are; `shifted`: one
     /// frame off (a guest that lies about where to look must fail, never pass); `missing`: no
     /// file (the check then reads all of guest RAM).

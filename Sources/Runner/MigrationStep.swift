@@ -167,7 +167,13 @@ extension ScenarioExecution {
             let nowMs = (ContinuousClock.now - t0).seconds * 1000
             let stats = sampler.stats.stats
             if let s = stats, s.isActive {
-                lastActiveStats = s
+                // QEMU's figures only grow while a migration runs; a sample where they went
+                // back (to nothing, while QEMU cancels at an abort) must not replace the last
+                // real picture of the job.
+                if (s.memoryIterations ?? 0) >= (lastActiveStats?.memoryIterations ?? 0),
+                   (s.dataProcessedBytes ?? 0) >= (lastActiveStats?.dataProcessedBytes ?? 0) {
+                    lastActiveStats = s
+                }
                 progress.show(label + "  " + ProgressLine.describe(s))
             }
             if let sample = sampler.sample, let s = sample.stats, sample.number > lastSampleJournaled, nowMs - lastJournaled >= 100 {
