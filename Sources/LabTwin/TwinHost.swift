@@ -89,12 +89,8 @@ final class TwinJob: Sendable {
         self.destination = destination
     }
 
-    /// When the job failed or was aborted (its figures are zero from then on).
-    let failedAt = Mutex<ContinuousClock.Instant?>(nil)
-
     func fail(code: Int32, message: String) {
         outcome.withLock { if $0 == nil { $0 = (code, message) } }
-        failedAt.withLock { $0 = $0 ?? .now }
     }
 
     var elapsedMs: Double {
@@ -104,7 +100,8 @@ final class TwinJob: Sendable {
 
     /// The statistics libvirt would report now.
     func stats(_ script: TwinScript, completed: Bool = false) -> JobStats {
-        if !completed, failedAt.withLock({ $0 }) != nil {
+        // A failed or aborted job's figures are zero from then on.
+        if !completed, outcome.withLock({ $0 }) != nil {
             return JobStats(type: JobStats.typeUnbounded, fields: [JobStats.Field.timeElapsed: .uint(UInt64(elapsedMs))])
         }
         let total = UInt64(script.guestMemoryMiB) << 20

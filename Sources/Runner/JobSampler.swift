@@ -15,13 +15,13 @@ final class JobSampler: Sendable {
     /// One reading: the statistics, and whether the source ran when they had been read (the
     /// state is read after them, so `sourceRunning` true means they were taken in pre-copy).
     struct Sample: Sendable {
-        var stats: JobStats?
+        var stats: JobStats
         var sourceRunning: Bool?
         /// Counts readings, so that the loop journals each once.
         var number: Int
     }
 
-    private let latest = Mutex<(stats: JobStats?, statsNumber: Int, sample: Sample?)>((nil, 0, nil))
+    private let latest = Mutex<(stats: JobStats?, sample: Sample?)>((nil, nil))
     private let stopped = Mutex(false)
 
     /// Starts reading `domain` every `interval` until `stop()`.
@@ -31,7 +31,7 @@ final class JobSampler: Sendable {
             while !stopped.withLock({ $0 }) {
                 number += 1
                 let stats = try? domain.jobStats()
-                latest.withLock { $0.stats = stats; $0.statsNumber = number }
+                latest.withLock { $0.stats = stats }
                 // Only a running job's progress is journaled with its phase.
                 if let s = stats, s.isActive {
                     let running = (try? domain.state()).map { $0.state == .running }
@@ -45,7 +45,7 @@ final class JobSampler: Sendable {
     }
 
     /// The statistics last read (nil: no job, or the call failed), as soon as they are read.
-    var stats: (stats: JobStats?, number: Int) { latest.withLock { ($0.stats, $0.statsNumber) } }
+    var stats: JobStats? { latest.withLock { $0.stats } }
 
     /// The last reading of a running job with the source's state read after it.
     var sample: Sample? { latest.withLock { $0.sample } }

@@ -165,7 +165,7 @@ extension ScenarioExecution {
             await sleepIgnoringCancellation(Self.pollInterval)
             if done.isSet { break }
             let nowMs = (ContinuousClock.now - t0).seconds * 1000
-            let stats = sampler.stats.stats
+            let stats = sampler.stats
             if let s = stats, s.isActive {
                 // QEMU's figures only grow while a migration runs; a sample where they went
                 // back (to nothing, while QEMU cancels at an abort) must not replace the last
@@ -176,7 +176,8 @@ extension ScenarioExecution {
                 }
                 progress.show(label + "  " + ProgressLine.describe(s))
             }
-            if let sample = sampler.sample, let s = sample.stats, sample.number > lastSampleJournaled, nowMs - lastJournaled >= 100 {
+            if let sample = sampler.sample, sample.number > lastSampleJournaled, nowMs - lastJournaled >= 100 {
+                let s = sample.stats
                 var e = event(.migrationProgress)
                 e.progress = MigrationStats(s)
                 e.progress?.phase = MigrationPhase.of(sourceRunning: sample.sourceRunning == true, stats: s)
